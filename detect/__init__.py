@@ -1,0 +1,1 @@
+"""Hardware detection: GPUs, CPU and RAM. No Textual, no printing: an Inventory and warnings."""

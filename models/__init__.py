@@ -1,0 +1,1 @@
+"""Model catalogue, GGUF metadata and the memory estimate. No Textual, no printing."""

@@ -1,0 +1,80 @@
+"""The wizard starts, shows the machine, and quits cleanly."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from detect.sysroot import SystemRoot
+from tests.helpers import wizard_executable
+from tui.app import WizardApp
+from tui.machine import Machine
+
+
+async def test_hardware_screen_lists_the_simulated_gpus(simulated) -> None:
+    box = simulated("2x-mi50")
+    app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="2x-mi50"), timeout=5)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        table = app.screen.query_one("#gpus", DataTable)
+        assert table.row_count == 2
+        assert "gfx906" in table.get_row_at(0)
+        assert "SIMULATED" in str(app.screen.query_one("#simulated", Static).content)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_no_gpu_machine_says_cpu(simulated) -> None:
+    box = simulated({"name": "empty", "cpu": {"model": "Test CPU"}, "memory": {"total_kib": 1}})
+    app = WizardApp(Machine(SystemRoot(box.root), box.env()), timeout=5)
+    async with app.run_test() as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "No GPU" in str(app.screen.query_one("#status", Static).content)
+        await pilot.press("ctrl+c")
+    assert app.return_code == 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/test")
+def test_real_terminal_start_and_quit() -> None:
+    """The installed program in a real terminal (tmux), read from the screen."""
+    session = f"llama-wizard-{uuid.uuid4().hex[:8]}"
+    command = shlex.join([wizard_executable(), "--simulate", "2x-mi50"])
+    env = dict(os.environ, TERM="xterm-256color")
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command],
+        check=True,
+        env=env,
+    )
+    try:
+        screen = ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session],
+                capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            if "gfx906" in screen:
+                break
+            time.sleep(0.2)
+        assert "gfx906" in screen, screen
+        assert "SIMULATED" in screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alive = subprocess.run(["tmux", "has-session", "-t", session],
+                                   capture_output=True, check=False).returncode == 0  # fmt: skip
+            if not alive:
+                break
+            time.sleep(0.1)
+        assert not alive, "the wizard did not quit on q"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)

@@ -1,0 +1,107 @@
+"""The command line as a person uses it: the real installed `llama-wizard`, in a subprocess."""
+
+import json
+import os
+
+import psutil
+
+from detect.simulate import list_profiles
+from tests.helpers import run_cli
+from tui import __version__
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"llama-wizard {__version__}"
+
+
+def test_help_names_the_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "detect" in result.stdout and "--simulate" in result.stdout
+    detect_help = run_cli("detect", "--help")
+    assert "--json" in detect_help.stdout and "--root" in detect_help.stdout
+
+
+def test_simulate_list_names_one_profile_per_line() -> None:
+    result = run_cli("--simulate", "list")
+    assert result.returncode == 0
+    names = result.stdout.split()
+    assert names == list_profiles()
+    assert any("mi50" in name for name in names)
+
+
+def test_unknown_profile_says_what_to_do() -> None:
+    result = run_cli("detect", "--simulate", "no-such-box")
+    assert result.returncode == 2
+    assert "--simulate list" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_timeout_is_a_usage_error() -> None:
+    result = run_cli("detect", "--timeout", "-1")
+    assert result.returncode == 2
+    assert "positive" in result.stderr
+
+
+def test_this_machine_has_no_gpu_and_real_cpu_and_ram() -> None:
+    """CI has no GPU: detection must still exit 0 with the machine's real CPU and memory."""
+    env = dict(os.environ)
+    env.pop("LLAMA_WIZARD_ROOT", None)
+    result = run_cli("detect", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["gpus"] == []
+    assert document["cpu"]["threads"] == psutil.cpu_count(logical=True)
+    total = psutil.virtual_memory().total
+    assert document["memory_total_bytes"] == total
+    assert 0 < document["memory_available_bytes"] <= total
+    assert "simulated" not in document
+
+
+def test_simulated_detection_is_marked_everywhere() -> None:
+    as_json = json.loads(run_cli("detect", "--json", "--simulate", "2x-mi50").stdout)
+    assert as_json["simulated"] == "2x-mi50"
+    as_table = run_cli("--simulate", "2x-mi50", "detect")
+    assert as_table.returncode == 0
+    assert "SIMULATED" in as_table.stdout
+    assert "gfx906" in as_table.stdout
+
+
+def test_root_option_and_environment_variable_agree(simulated) -> None:
+    machine = simulated("2x-mi50")
+    by_option = run_cli("detect", "--json", "--root", str(machine.root), env=machine.env())
+    env = machine.env() | {"LLAMA_WIZARD_ROOT": str(machine.root)}
+    by_env = run_cli("detect", "--json", env=env)
+    first, second = json.loads(by_option.stdout), json.loads(by_env.stdout)
+    assert first["gpus"] == second["gpus"]
+    assert len(first["gpus"]) == 2
+
+
+def test_json_keys_follow_the_contract() -> None:
+    document = json.loads(run_cli("detect", "--json", "--simulate", "2x-mi50").stdout)
+    assert list(document)[:5] == [
+        "gpus", "cpu", "memory_total_bytes", "memory_available_bytes", "warnings",
+    ]  # fmt: skip
+    contract = ["index", "vendor", "name", "pci_bus_id", "pci_device_id", "driver", "gfx_target",
+                "kfd_node", "uuid", "compute_capability", "integrated", "vram_total_bytes",
+                "vram_free_bytes", "gtt_total_bytes", "sources"]  # fmt: skip
+    for gpu in document["gpus"]:
+        assert list(gpu)[: len(contract)] == contract
+    assert set(document["cpu"]) == {"model", "arch", "cores", "threads", "flags"}
+
+
+def test_broken_pipe_is_quiet(simulated) -> None:
+    import subprocess
+
+    from tests.helpers import wizard_executable
+
+    pipeline = subprocess.run(
+        f"{wizard_executable()} detect --json --simulate 2x-mi50 | head -c 10 >/dev/null",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Traceback" not in pipeline.stderr

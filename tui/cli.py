@@ -1,0 +1,122 @@
+"""The `llama-wizard` command line. Subcommands call detect/, nix/ and models/ and print; the bare
+command starts the Textual wizard. Heavy imports wait until a command needs them, so `--help`
+and scripted subcommands start fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from tui import __version__
+
+EXIT_USAGE = 2
+
+
+def _add_machine_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # A subcommand's copy must not overwrite a value given before the subcommand's name, so
+    # only the top-level parser has defaults.
+    default: object = None if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("machine")
+    group.add_argument(
+        "--root",
+        default=default,
+        metavar="DIR",
+        help="read /sys, /dev and /proc under DIR instead of / (also LLAMA_WIZARD_ROOT)",
+    )
+    group.add_argument(
+        "--simulate",
+        default=default,
+        metavar="PROFILE",
+        help="run on a bundled hardware profile instead of this machine ('list' names them)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0 if top_level else argparse.SUPPRESS,
+        metavar="S",
+        help="seconds each GPU tool (rocminfo, nvidia-smi) may take (default: 10)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llama-wizard",
+        description=(
+            "From a GPU server to llama.cpp running on it: detect the GPUs, pick the llama.cpp "
+            "Nix flake build, a model and quant that fit, build it and launch it. "
+            "Without a command, starts the full-screen wizard."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"llama-wizard {__version__}")
+    _add_machine_options(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    detect = commands.add_parser(
+        "detect",
+        help="list the GPUs, CPU and RAM, with warnings and fixes",
+        description="Detect GPUs (sysfs/udev, KFD, rocminfo, nvidia-smi), CPU and RAM.",
+    )
+    detect.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_machine_options(detect, top_level=False)
+    return parser
+
+
+def _list_profiles() -> int:
+    from detect.simulate import list_profiles
+
+    print("\n".join(list_profiles()))
+    return 0
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    from detect.inventory import detect
+    from tui.machine import open_machine
+
+    with open_machine(args.root, args.simulate) as machine:
+        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
+        inventory.simulated = machine.simulated
+    if args.json:
+        json.dump(inventory.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from tui.render import print_inventory
+
+        print_inventory(inventory)
+    return 0
+
+
+def _run_wizard(args: argparse.Namespace) -> int:
+    from tui.app import run_wizard
+
+    return run_wizard(root=args.root, simulate=args.simulate, timeout=args.timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be a positive number of seconds")
+    if args.simulate == "list":
+        return _list_profiles()
+    from detect.simulate import ProfileError
+
+    try:
+        if args.command == "detect":
+            return _run_detect(args)
+        return _run_wizard(args)
+    except ProfileError as error:
+        print(f"llama-wizard: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`llama-wizard detect --json | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Which machine a command looks at: this one, a fixture root, or a bundled simulated profile."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from detect.simulate import load_profile, materialize
+from detect.sysroot import SystemRoot
+
+
+@dataclass(frozen=True)
+class Machine:
+    root: SystemRoot
+    env: dict[str, str]
+    simulated: str | None = None
+
+
+@contextlib.contextmanager
+def open_machine(root: str | None = None, simulate: str | None = None) -> Iterator[Machine]:
+    """The machine to detect. A simulated one lives in a temporary directory for the duration."""
+    if simulate:
+        profile = load_profile(simulate)
+        with tempfile.TemporaryDirectory(prefix="llama-wizard-sim-") as directory:
+            machine = materialize(profile, directory)
+            yield Machine(SystemRoot(machine.root), machine.env(), simulated=simulate)
+        return
+    yield Machine(SystemRoot.from_env(root), dict(os.environ))

@@ -1,0 +1,116 @@
+"""Rich renderings of detection results for the terminal (`llama-wizard detect`)."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from detect.model import Gpu, Inventory
+
+
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit in ("B", "KiB") else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"
+
+
+def gpu_architecture(gpu: Gpu) -> str:
+    if gpu.gfx_target:
+        return gpu.gfx_target
+    if gpu.compute_capability:
+        return f"CC {gpu.compute_capability}"
+    return "-"
+
+
+def gpu_memory(gpu: Gpu) -> str:
+    """Total memory llama.cpp can use on the device; an APU's counts its GTT too."""
+    if gpu.integrated and gpu.gtt_total_bytes and gpu.memory_usable_bytes:
+        return f"{human_bytes(gpu.memory_usable_bytes)} (+GTT)"
+    return human_bytes(gpu.memory_usable_bytes or gpu.vram_total_bytes)
+
+
+def gpu_free(gpu: Gpu) -> str:
+    return human_bytes(gpu.memory_free_bytes) if gpu.memory_free_bytes is not None else "?"
+
+
+def short_bus_id(bus_id: str | None) -> str:
+    """03:00.0 for the usual PCI domain 0; the full address otherwise."""
+    if not bus_id:
+        return "-"
+    return bus_id[5:] if bus_id.startswith("0000:") else bus_id
+
+
+def gpu_table(inventory: Inventory, wide: bool = True) -> Table:
+    table = Table(title="GPUs", title_justify="left", expand=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("GPU", ratio=1, min_width=18)
+    table.add_column("Arch", no_wrap=True)
+    table.add_column("Memory", justify="right", no_wrap=True)
+    table.add_column("Free", justify="right", no_wrap=True)
+    if wide:
+        # At 80 columns a driver problem shows as a warning below the table instead.
+        table.add_column("Driver", no_wrap=True)
+    table.add_column("PCI", no_wrap=True)
+    if wide:
+        table.add_column("Seen by")
+    for gpu in inventory.gpus:
+        name = Text(gpu.name)
+        if gpu.integrated:
+            name.append(" (iGPU)", style="dim")
+        row = [
+            str(gpu.index),
+            name,
+            gpu_architecture(gpu),
+            gpu_memory(gpu),
+            gpu_free(gpu),
+        ]
+        if wide:
+            row.append(gpu.driver or Text("none", style="bold red"))
+        row.append(short_bus_id(gpu.pci_bus_id) if not wide else gpu.pci_bus_id or "-")
+        if wide:
+            row.append(", ".join(gpu.sources))
+        table.add_row(*row)
+    return table
+
+
+def inventory_renderable(inventory: Inventory, width: int = 120) -> Group:
+    parts: list = []
+    if inventory.simulated:
+        parts.append(Text(f"SIMULATED machine: {inventory.simulated}", style="bold reverse"))
+    if inventory.gpus:
+        parts.append(gpu_table(inventory, wide=width >= 110))
+    else:
+        parts.append(Text("No GPU found: llama.cpp will run on the CPU.", style="bold"))
+    cpu = inventory.cpu
+    flags = ", ".join(cpu.flags) if cpu.flags else "none of note"
+    parts.append(
+        Text.assemble(
+            ("CPU  ", "bold"),
+            f"{cpu.model} ({cpu.arch}), {cpu.cores} cores / {cpu.threads} threads; {flags}\n",
+            ("RAM  ", "bold"),
+            f"{human_bytes(inventory.memory_available_bytes)} available of "
+            f"{human_bytes(inventory.memory_total_bytes)}",
+        )
+    )
+    for warning in inventory.warnings:
+        parts.append(
+            Panel(
+                Text.assemble((warning.message, ""), "\n", ("Fix: ", "bold"), warning.fix),
+                title=f"warning: {warning.code}",
+                title_align="left",
+                border_style="yellow",
+            )
+        )
+    return Group(*parts)
+
+
+def print_inventory(inventory: Inventory, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(inventory_renderable(inventory, width=console.width))
