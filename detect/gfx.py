@@ -109,9 +109,7 @@ AMD_DEVICES: tuple[AmdDevice, ...] = (
     AmdDevice(0x7420, 0x743F, "gfx1034", "AMD Navi 24 (Radeon RX 6400 series)"),
     AmdDevice(0x164D, 0x164D, "gfx1035", "AMD Rembrandt APU (Radeon 680M)", True),
     AmdDevice(0x1681, 0x1681, "gfx1035", "AMD Rembrandt APU (Radeon 660M/680M)", True),
-    AmdDevice(
-        0x164E, 0x164E, "gfx1036", "AMD Raphael / Granite Ridge (Radeon Graphics)", True
-    ),
+    AmdDevice(0x164E, 0x164E, "gfx1036", "AMD Raphael / Granite Ridge (Radeon Graphics)", True),
     AmdDevice(0x13C0, 0x13C0, "gfx1036", "AMD Granite Ridge (Radeon Graphics)", True),
     AmdDevice(0x1506, 0x1506, "gfx1036", "AMD Mendocino (Radeon 610M)", True),
     AmdDevice(0x744C, 0x744C, "gfx1100", "AMD Radeon RX 7900 XTX / 7900 XT / 7900 GRE"),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from detect.simulate import SimulatedMachine, materialize
+from tests.nix_fixtures import NIX_CONFIG_FOR_TESTS
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -22,3 +24,17 @@ def simulated(tmp_path: Path) -> Callable[[str | dict[str, Any]], SimulatedMachi
         return materialize(profile, tmp_path / f"{name}-{next(counter)}")
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own XDG config, cache and state directories (the flake-output cache,
+    saved choices, build logs), and Nix settings that work as root without a daemon when the
+    caller (scripts/test) has not set any."""
+    base = tmp_path_factory.mktemp("xdg")
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.setenv(name, str(base / name.lower()))
+    if "NIX_CONFIG" not in os.environ:
+        monkeypatch.setenv("NIX_CONFIG", NIX_CONFIG_FOR_TESTS)

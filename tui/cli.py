@@ -60,7 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument("--json", action="store_true", help="print one JSON document")
     _add_machine_options(detect, top_level=False)
+    plan = commands.add_parser(
+        "plan",
+        help="the recommended flake output and runtime environment, with reasons",
+        description="Recommend the llama.cpp flake output and environment for these GPUs.",
+    )
+    plan.add_argument("--json", action="store_true", help="print one JSON document")
+    plan.add_argument(
+        "--flake",
+        metavar="REF",
+        help="the llama.cpp flake (default: this directory if it holds one, else "
+        "github:ggml-org/llama.cpp)",
+    )
+    plan.add_argument("--output", metavar="NAME", help="build this flake output instead")
+    plan.add_argument(
+        "--gpu", metavar="N[,N]", type=_gpu_list, help="use these GPUs (indices from `detect`)"
+    )
+    _add_machine_options(plan, top_level=False)
     return parser
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        indices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of GPU indices such as 0 or 0,1"
+        ) from None
+    if not indices or any(i < 0 for i in indices):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices such as 0 or 0,1")
+    return indices
 
 
 def _list_profiles() -> int:
@@ -87,6 +116,33 @@ def _run_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_plan(args: argparse.Namespace) -> int:
+    from detect.inventory import detect
+    from nix.errors import NixError
+    from nix.recommend import ChoiceError
+    from tui.machine import open_machine
+    from tui.plan import make_plan
+
+    with open_machine(args.root, args.simulate) as machine:
+        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
+        inventory.simulated = machine.simulated
+        try:
+            plan = make_plan(
+                machine, inventory, flake_ref=args.flake, output=args.output, gpu_indices=args.gpu
+            )
+        except (NixError, ChoiceError) as error:
+            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            return 1
+    if args.json:
+        json.dump(plan.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from tui.render import print_plan
+
+        print_plan(plan)
+    return 0
+
+
 def _run_wizard(args: argparse.Namespace) -> int:
     from tui.app import run_wizard
 
@@ -105,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "detect":
             return _run_detect(args)
+        if args.command == "plan":
+            return _run_plan(args)
         return _run_wizard(args)
     except ProfileError as error:
         print(f"llama-wizard: {error}", file=sys.stderr)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
+from typing import TYPE_CHECKING
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from detect.model import Gpu, Inventory
+
+if TYPE_CHECKING:
+    from tui.plan import Plan
 
 
 def human_bytes(value: int | None) -> str:
@@ -109,6 +115,58 @@ def inventory_renderable(inventory: Inventory, width: int = 120) -> Group:
             )
         )
     return Group(*parts)
+
+
+def plan_renderable(plan: Plan) -> Group:
+    build = plan.build
+    parts: list = []
+    if plan.inventory.simulated:
+        parts.append(Text(f"SIMULATED machine: {plan.inventory.simulated}", style="bold reverse"))
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold", no_wrap=True)
+    summary.add_column()
+    what = build.output
+    if build.rocm_targets:
+        what += f" restricted to {';'.join(build.rocm_targets)}"
+    summary.add_row("Build", Text(what, style="bold green"))
+    summary.add_row("Flake", f"{build.flake} ({build.system})")
+    gpus = {g.index: g for g in plan.inventory.gpus}
+    summary.add_row(
+        "GPUs",
+        ", ".join(f"{i} {gpus[i].name}" for i in build.gpus if i in gpus) or "none (CPU)",
+    )
+    summary.add_row("Command", Text(shlex.join(build.build_argv), style="cyan"))
+    summary.add_row("Result", build.out_link)
+    env_lines = [f"{key}={value}" for key, value in build.env.items()]
+    if build.unset_env:
+        env_lines.append("unset " + " ".join(build.unset_env))
+    summary.add_row("Env", "\n".join(env_lines) or "-")
+    parts.append(summary)
+    parts.append(Text("Why", style="bold"))
+    parts.extend(Text(f"  • {reason}") for reason in build.reasons)
+    if build.costs:
+        parts.append(Text("What this choice costs", style="bold red"))
+        parts.extend(Text(f"  • {cost}") for cost in build.costs)
+    if build.alternatives:
+        parts.append(Text("Alternatives", style="bold"))
+        parts.extend(
+            Text.assemble("  • ", (alt.output, "bold"), f": {alt.why_not}")
+            for alt in build.alternatives
+        )
+    for warning in [*plan.warnings, *build.warnings, *plan.inventory.warnings]:
+        parts.append(
+            Panel(
+                Text.assemble((warning.message, ""), "\n", ("Fix: ", "bold"), warning.fix),
+                title=f"warning: {warning.code}",
+                title_align="left",
+                border_style="yellow",
+            )
+        )
+    return Group(*parts)
+
+
+def print_plan(plan: Plan, console: Console | None = None) -> None:
+    (console or Console()).print(plan_renderable(plan))
 
 
 def print_inventory(inventory: Inventory, console: Console | None = None) -> None:

@@ -1,0 +1,141 @@
+"""The Plan: the inventory, the build choice (and, later, the model choice) turned into the
+commands the wizard runs and shows."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_state_dir
+
+from detect.model import DetectionWarning, Inventory
+from nix import environment
+from nix.catalogue import CATALOGUE, UPSTREAM_PACKAGES
+from nix.environment import NixEnvironment
+from nix.errors import FlakeError, NixError, NixNotFound
+from nix.flake import UPSTREAM_FLAKE, FlakeOutputs, default_flake_ref, normalize_ref, query_outputs
+from nix.recommend import BuildChoice, PlanWarning, nix_system, recommend
+from tui.machine import Machine
+
+
+def state_dir() -> Path:
+    return Path(user_state_dir("llama-wizard"))
+
+
+@dataclass
+class Plan:
+    inventory: Inventory
+    build: BuildChoice
+    nix: NixEnvironment | None
+    flake_outputs: FlakeOutputs
+    warnings: list[PlanWarning] = field(default_factory=list)
+
+    def shell_command(self) -> str:
+        """The build as a person would type it (quoted for a POSIX shell)."""
+        return shlex.join(self.build.build_argv)
+
+    def to_json(self) -> dict[str, Any]:
+        build = self.build
+        return {
+            "flake": build.flake,
+            "system": build.system,
+            "output": build.output,
+            "backend": build.backend,
+            "build_argv": build.build_argv,
+            "out_link": build.out_link,
+            "env": build.env,
+            "unset_env": build.unset_env,
+            "gpus": build.gpus,
+            "rocm_targets": build.rocm_targets,
+            "recommended_output": build.recommended_output,
+            "reasons": build.reasons,
+            "alternatives": [asdict(a) for a in build.alternatives],
+            "costs": build.costs,
+            "warnings": [
+                asdict(w)
+                for w in [
+                    *self.warnings,
+                    *build.warnings,
+                    *detection_warnings_as_plan(self.inventory.warnings),
+                ]
+            ],
+            "nix": None
+            if self.nix is None
+            else {
+                "version": self.nix.version,
+                "flakes_enabled": self.nix.flakes_enabled and self.nix.nix_command_enabled,
+                "nixos": self.nix.is_nixos,
+            },
+            "flake_outputs": {
+                "packages": self.flake_outputs.packages,
+                "apps": self.flake_outputs.apps,
+                "dev_shells": self.flake_outputs.dev_shells,
+                "nixos_modules": self.flake_outputs.nixos_modules,
+                "overlays": self.flake_outputs.overlays,
+                "from_cache": self.flake_outputs.from_cache,
+                "revision": self.flake_outputs.revision,
+            },
+            **({"simulated": self.inventory.simulated} if self.inventory.simulated else {}),
+        }
+
+
+def _assumed_outputs(ref: str, system: str) -> FlakeOutputs:
+    if ref == UPSTREAM_FLAKE:
+        packages = list(UPSTREAM_PACKAGES)
+    else:
+        packages = sorted({o.name for o in CATALOGUE if o.kind == "package"})
+    return FlakeOutputs(ref=ref, system=system, packages=packages)
+
+
+def make_plan(
+    machine: Machine,
+    inventory: Inventory,
+    *,
+    flake_ref: str | None = None,
+    output: str | None = None,
+    gpu_indices: list[int] | None = None,
+    nix_timeout: float = 600.0,
+) -> Plan:
+    """Raises NixError (a flake the person named cannot be read) or ChoiceError."""
+    warnings: list[PlanWarning] = []
+    system = nix_system(inventory)
+    ref = normalize_ref(flake_ref) if flake_ref else default_flake_ref()
+    nix_env: NixEnvironment | None
+    try:
+        nix_env = environment.probe(machine.root, env=machine.env)
+    except NixNotFound as error:
+        nix_env = None
+        warnings.append(PlanWarning("nix_missing", error.message, error.fix))
+    if nix_env is None:
+        outputs = _assumed_outputs(ref, system)
+        warnings.append(
+            PlanWarning(
+                "flake_outputs_assumed",
+                f"Without Nix the flake cannot be asked what it has; assuming the outputs "
+                f"{'upstream llama.cpp' if ref == UPSTREAM_FLAKE else 'the documented flake'} "
+                "offers.",
+                "Install Nix and plan again to check.",
+            )
+        )
+    else:
+        try:
+            outputs = query_outputs(ref, system, nix_env, env=machine.env, timeout=nix_timeout)
+        except FlakeError as error:
+            if flake_ref:
+                raise
+            outputs = _assumed_outputs(ref, system)
+            warnings.append(PlanWarning("flake_unreachable", error.message, error.fix))
+    build = recommend(
+        inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
+    )
+    return Plan(inventory=inventory, build=build, nix=nix_env, flake_outputs=outputs,
+                warnings=warnings)  # fmt: skip
+
+
+def detection_warnings_as_plan(warnings: list[DetectionWarning]) -> list[PlanWarning]:
+    return [PlanWarning(w.code, w.message, w.fix) for w in warnings]
+
+
+__all__ = ["NixError", "Plan", "make_plan", "state_dir"]
