@@ -28,3 +28,13 @@ def nix_config_without_flakes() -> str:
     lines = [line for line in os.environ.get("NIX_CONFIG", NIX_CONFIG_FOR_TESTS).splitlines()
              if not line.strip().startswith("experimental-features")]  # fmt: skip
     return "\n".join([*lines, "experimental-features = "]) + "\n"
+
+
+def fresh_variant(flake: str, variant: str) -> str:
+    """Rename a fixture output's derivation so Nix really builds it (it reuses finished ones)."""
+    import uuid
+
+    path = Path(flake) / "flake.nix"
+    renamed = f'variant = "{variant}-{uuid.uuid4().hex[:8]}"'
+    path.write_text(path.read_text().replace(f'variant = "{variant}"', renamed))
+    return flake

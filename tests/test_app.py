@@ -49,8 +49,11 @@ def test_real_terminal_start_and_quit() -> None:
     session = f"llama-wizard-{uuid.uuid4().hex[:8]}"
     command = shlex.join([wizard_executable(), "--simulate", "2x-mi50"])
     env = dict(os.environ, TERM="xterm-256color")
+    # A running tmux server hands new sessions its own environment: pass ours explicitly.
+    passed = [arg for key in ("PATH", "TERM", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
+              if key in env for arg in ("-e", f"{key}={env[key]}")]  # fmt: skip
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command],
+        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", *passed, command],
         check=True,
         env=env,
     )

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from tui import __version__
+from tui.options import gpu_list
 
 EXIT_USAGE = 2
 
@@ -74,22 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--output", metavar="NAME", help="build this flake output instead")
     plan.add_argument(
-        "--gpu", metavar="N[,N]", type=_gpu_list, help="use these GPUs (indices from `detect`)"
+        "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
     )
     _add_machine_options(plan, top_level=False)
+    from tui import build_cli
+
+    build = build_cli.add_parser(commands)
+    _add_machine_options(build, top_level=False)
     return parser
-
-
-def _gpu_list(text: str) -> list[int]:
-    try:
-        indices = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a list of GPU indices such as 0 or 0,1"
-        ) from None
-    if not indices or any(i < 0 for i in indices):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices such as 0 or 0,1")
-    return indices
 
 
 def _list_profiles() -> int:
@@ -143,6 +136,51 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detect.inventory import detect
+    from nix.errors import NixError
+    from nix.recommend import ChoiceError
+    from tui.build_cli import run_build
+    from tui.machine import open_machine
+    from tui.plan import make_plan, state_dir
+
+    gpus = gpu_list(args.gpu) if args.gpu else None
+    with open_machine(args.root, args.simulate) as machine:
+        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
+        inventory.simulated = machine.simulated
+        try:
+            plan = make_plan(
+                machine, inventory, flake_ref=args.flake, output=args.output, gpu_indices=gpus
+            )
+        except (NixError, ChoiceError) as error:
+            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            return 1
+        if plan.nix is None:
+            warning = next(w for w in plan.warnings if w.code == "nix_missing")
+            print(f"llama-wizard: {warning.message}\n{warning.fix}", file=sys.stderr)
+            return 1
+        for cost in plan.build.costs:
+            print(f"note: {cost}", file=sys.stderr)
+        if args.json:
+            mode = "json"
+        elif sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+            mode = "rich"
+        else:
+            mode = "plain"
+        name = Path(plan.build.out_link).name.removeprefix("result-")
+        return run_build(
+            plan.build.build_argv,
+            name,
+            state_dir(),
+            out_link=plan.build.out_link,
+            mode=mode,
+            detach=args.detach,
+            env=machine.env,
+        )
+
+
 def _run_wizard(args: argparse.Namespace) -> int:
     from tui.app import run_wizard
 
@@ -163,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_detect(args)
         if args.command == "plan":
             return _run_plan(args)
+        if args.command == "build":
+            return _run_build(args)
         return _run_wizard(args)
     except ProfileError as error:
         print(f"llama-wizard: {error}", file=sys.stderr)

@@ -1,0 +1,256 @@
+"""Real `nix build`s of the fixture flake: progress, logs, failure, cancel, detach and reattach,
+and nothing left running afterwards (checked with psutil)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nix.build import (
+    BuildAlreadyRunning,
+    BuildRecord,
+    find_build,
+    follow,
+    read_record,
+    request_cancel,
+    start_build,
+    wait_finished,
+)
+from nix.events import BuildProgress
+from tests.helpers import wizard_executable
+from tests.nix_fixtures import fixture_flake, fresh_variant
+
+
+@pytest.fixture
+def flake(tmp_path: Path) -> str:
+    return fixture_flake(tmp_path / "flake", "documented")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def leftovers(marker: str) -> list[str]:
+    """Processes whose command line mentions marker (our supervisor, nix, or a builder)."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(process.info.get("cmdline") or [])
+        if marker in cmdline and process.pid != os.getpid():
+            found.append(f"{process.pid}: {cmdline}")
+    return found
+
+
+def build_to_end(record: BuildRecord) -> tuple[BuildRecord, BuildProgress]:
+    progress = BuildProgress()
+    for batch in follow(record):
+        for line in batch:
+            progress.feed(line)
+    return read_record(record), progress
+
+
+def wait_for_step(record: BuildRecord, timeout: float = 60) -> BuildProgress:
+    progress = BuildProgress()
+    deadline = time.monotonic() + timeout
+    for batch in follow(record):
+        for line in batch:
+            progress.feed(line)
+        main = progress.main_build()
+        if main is not None and main.step is not None:
+            return progress
+        assert time.monotonic() < deadline, "the build never printed a [N/M] step"
+    raise AssertionError(f"the build ended early: {read_record(record).status}")
+
+
+def unique_slow(flake: str) -> str:
+    """A `slow` derivation no other test has built (Nix would reuse a finished one)."""
+    return f"{fresh_variant(flake, 'slow')}#slow"
+
+
+def test_build_with_a_dependency_and_step_counter(flake, state_dir, tmp_path) -> None:
+    out_link = str(tmp_path / "result-default")
+    path = Path(flake) / "flake.nix"  # fresh derivations, so Nix really builds both
+    path.write_text(path.read_text().replace('"ggml-deps"', f'"ggml-deps-{uuid.uuid4().hex[:6]}"'))
+    record = start_build(["nix", "build", f"{flake}#default", "--out-link", out_link],
+                         "default", state_dir, out_link=out_link)  # fmt: skip
+    record, progress = build_to_end(record)
+    assert record.status == "succeeded", Path(record.text_log).read_text()
+    assert progress.builds_done == 2 and progress.builds_expected == 2
+    names = [b.name for b in progress.finished_builds]
+    assert names[0].startswith("llama-cpp-ggml-deps") and names[1] == "llama-cpp-cpu-0.0.0"
+    assert progress.finished_builds[1].step == (24, 24)
+    assert record.out_paths and Path(out_link).resolve() == Path(record.out_paths[0])
+    assert (Path(out_link) / "bin" / "llama-completion").exists()
+    text = Path(record.text_log).read_text()
+    assert "[24/24] Building CXX object" in text and "build succeeded" in text
+    assert Path(record.raw_log).read_text().startswith("@nix ")
+    assert leftovers(record.directory) == []
+
+
+def test_failed_build_keeps_its_log_and_says_why(flake, state_dir) -> None:
+    record = start_build(["nix", "build", f"{flake}#fails"], "fails", state_dir)
+    record, progress = build_to_end(record)
+    assert record.status == "failed" and record.exit_code != 0
+    from nix.diagnose import diagnose
+
+    report = diagnose(progress, record)
+    assert report.derivation and report.derivation.endswith("llama-cpp-fails-0.0.0.drv")
+    assert "simulated compiler failure" in report.last_lines[-1]
+    assert "simulated compiler failure" in Path(report.log_path).read_text()
+    assert report.nix_log_command.startswith("nix log /nix/store/")
+    # `nix log` really has the log (Nix keeps failed builds' logs too).
+    shown = subprocess.run(report.nix_log_command.split(), capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert "simulated compiler failure" in shown.stdout
+
+
+def test_cancel_stops_the_whole_tree_and_keeps_the_log(flake, state_dir) -> None:
+    installable = unique_slow(flake)
+    record = start_build(["nix", "build", installable], "slow", state_dir)
+    progress = wait_for_step(record)
+    running = read_record(record)
+    assert running.status == "running" and running.nix_pid
+    tree = [running.supervisor_pid, running.nix_pid]
+    tree += [p.pid for p in psutil.Process(running.nix_pid).children(recursive=True)]
+    request_cancel(running)
+    final = wait_finished(running, timeout=30)
+    assert final.status == "cancelled", final
+    time.sleep(0.3)
+    alive = [pid for pid in tree if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+    assert alive == [], alive
+    assert leftovers(running.directory) == [] and leftovers("llama-cpp-slow") == []
+    assert "[1/600]" in Path(final.text_log).read_text()
+    assert progress.main_build().step[1] == 600
+
+
+def test_two_builds_of_one_output_never_run_at_once(flake, state_dir) -> None:
+    installable = unique_slow(flake)
+    record = start_build(["nix", "build", installable], "slow", state_dir)
+    try:
+        with pytest.raises(BuildAlreadyRunning) as error:
+            start_build(["nix", "build", installable], "slow", state_dir)
+        assert error.value.record.supervisor_pid == read_record(record).supervisor_pid
+    finally:
+        request_cancel(read_record(record))
+        assert wait_finished(record, timeout=30).status == "cancelled"
+
+
+def test_a_build_whose_process_vanished_is_reported_lost(state_dir) -> None:
+    directory = state_dir / "builds" / "ghost"
+    directory.mkdir(parents=True)
+    BuildRecord(slug="ghost", output="ghost", argv=["nix", "build"], directory=str(directory),
+                raw_log=str(directory / "x.nixlog"), text_log=str(directory / "x.log"),
+                started="2026-01-01T00:00:00", status="running",
+                supervisor_pid=2**22 + 12345).save()  # fmt: skip
+    record = find_build(state_dir, "ghost")
+    assert record.status == "lost" and "restarted" in record.note
+
+
+def _cli_env(state_dir: Path) -> dict[str, str]:
+    return dict(os.environ, XDG_STATE_HOME=str(state_dir))
+
+
+def test_cli_detach_then_reattach_and_ctrl_c(flake, state_dir, tmp_path) -> None:
+    unique_slow(flake)
+    env = _cli_env(state_dir)
+    base = [wizard_executable(), "build", "slow", "--flake", flake, "--simulate", "no-gpu",
+            "--json"]  # fmt: skip
+    detached = subprocess.run([*base, "--detach"], capture_output=True, text=True, env=env,
+                              timeout=60, check=False)  # fmt: skip
+    assert detached.returncode == 0, detached.stderr
+    started = json.loads(detached.stdout.splitlines()[0])
+    assert started["event"] == "started"
+    supervisor = started["pid"]
+    assert psutil.pid_exists(supervisor)
+    # A second command finds the running build and follows it from its log.
+    follower = subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)  # fmt: skip
+    assert follower.stdout is not None
+    first = json.loads(follower.stdout.readline())
+    assert first["event"] == "attached" and first["pid"] == supervisor
+    seen_step = False
+    for line in follower.stdout:
+        event = json.loads(line)
+        if event["event"] == "log" and event["line"].startswith("[1/600]"):
+            seen_step = True
+            break
+    assert seen_step
+    follower.send_signal(signal.SIGINT)  # Ctrl-C: cancel the build
+    rest = [json.loads(line) for line in follower.stdout]
+    assert follower.wait(timeout=30) == 130
+    assert rest[-1]["event"] == "result" and rest[-1]["status"] == "cancelled"
+    assert any(event["event"] == "cancelling" for event in rest)
+    time.sleep(0.3)
+    assert not psutil.pid_exists(supervisor) or psutil.Process(supervisor).status() == "zombie"
+    assert leftovers(str(state_dir)) == []
+    assert Path(rest[-1]["log"]).exists()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/test")
+def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
+    unique_slow(flake)
+    session = f"lw-build-{uuid.uuid4().hex[:8]}"
+    command = shlex.join([wizard_executable(), "build", "slow", "--flake", flake,
+                          "--simulate", "no-gpu"])  # fmt: skip
+    # A running tmux server hands new sessions its own environment: pass ours explicitly.
+    env = dict(os.environ, XDG_STATE_HOME=str(state_dir), TERM="xterm-256color")
+    passed = [arg for key in ("NIX_CONFIG", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PATH", "TERM")
+              if key in env for arg in ("-e", f"{key}={env[key]}")]  # fmt: skip
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    *passed, command], check=True, env=env)  # fmt: skip
+    record = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        record = find_build(state_dir / "llama-wizard", "slow")
+        if record and record.status == "running":
+            break
+        time.sleep(0.2)
+    assert record is not None and record.status == "running"
+    time.sleep(1.5)
+    screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                            text=True, check=False).stdout  # fmt: skip
+    assert "Derivations" in screen and "slow" in screen, screen
+    # The SSH session drops: the terminal and everything in its session get SIGHUP.
+    subprocess.run(["tmux", "kill-session", "-t", session], check=True)
+    time.sleep(1.0)
+    still = find_build(state_dir / "llama-wizard", "slow")
+    assert still.status == "running" and psutil.pid_exists(still.supervisor_pid)
+    request_cancel(still)
+    assert wait_finished(still, timeout=30).status == "cancelled"
+    time.sleep(0.3)
+    assert leftovers(str(state_dir)) == []
+
+
+def test_cli_success_prints_the_out_path_last(flake, state_dir) -> None:
+    result = subprocess.run(
+        [wizard_executable(), "build", "rocm-gfx906", "--flake", flake, "--simulate", "2x-mi50"],
+        capture_output=True, text=True, env=_cli_env(state_dir), timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("/nix/store/") and last.endswith("llama-cpp-rocm-gfx906-0.0.0")
+    link = state_dir / "llama-wizard" / "builds" / "result-rocm-gfx906"
+    assert link.resolve() == Path(last)
+
+
+def test_cli_failure_exit_status_and_report(flake, state_dir) -> None:
+    result = subprocess.run(
+        [wizard_executable(), "build", "fails", "--flake", flake, "--simulate", "no-gpu"],
+        capture_output=True, text=True, env=_cli_env(state_dir), timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "failing derivation" in result.stderr and "nix log" in result.stderr
+    assert "simulated compiler failure" in result.stderr
