@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+from detect.errors import ActionableError
 
-class NixError(Exception):
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
 
-    def __str__(self) -> str:
-        return f"{self.message}\n{self.fix}"
+class NixError(ActionableError):
+    """Raised by nix/."""
 
 
 class NixNotFound(NixError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detect.errors import ActionableError
 from detect.model import Gpu, Inventory
 from nix.catalogue import ROCM_BUILDABLE_TARGETS, describe
 from nix.environment import DRIVER_LIB_DIR, NixEnvironment
@@ -20,13 +21,8 @@ MIN_CUDA_CAPABILITY = (5, 0)
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
 
-class ChoiceError(ValueError):
+class ChoiceError(ActionableError):
     """A choice the person made that cannot work, with what to do instead."""
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(f"{message}\n{fix}")
-        self.message = message
-        self.fix = fix
 
 
 @dataclass(frozen=True)

@@ -317,3 +317,27 @@ def test_catalogue_covers_the_documented_outputs() -> None:
         "llama-cli", "llama-server", "llama-quantize", "llama-embedding"}  # fmt: skip
     assert {o.name for o in CATALOGUE if o.kind == "devShell"} == {
         "default", "default-extra", "rocm", "rocm-extra", "cuda", "cuda-extra"}  # fmt: skip
+
+
+def test_plan_includes_the_model_that_fits(simulated, documented_flake) -> None:
+    plan = plan_for(simulated, "rtx4090", documented_flake)
+    model = plan.model
+    assert model is not None and model.verdict in ("fits", "tight")
+    assert model.total_bytes <= model.memory_bytes
+    assert model.launch_args()[:2] == ["-hf", f"{model.repo}:{model.quant}"]
+    document = plan.to_json()
+    assert document["model"]["quant"] == model.quant
+
+
+def test_plan_for_a_named_catalogue_model(simulated, documented_flake) -> None:
+    plan = plan_for(simulated, "2x-mi50", documented_flake, model="Qwen/Qwen3-0.6B-GGUF",
+                    ctx=40960)  # fmt: skip
+    assert plan.model.repo == "Qwen/Qwen3-0.6B-GGUF" and plan.model.quant == "Q8_0"
+    assert plan.model.ctx == 40960
+
+
+def test_plan_with_an_unreadable_model_is_an_error(documented_flake, tmp_path) -> None:
+    missing = tmp_path / "nope.gguf"
+    result = run_cli("plan", "--simulate", "2x-mi50", "--flake", documented_flake, "--model",
+                     str(missing))  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -11,35 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from tui import __version__
-from tui.options import gpu_list
+from tui.options import add_machine_options, gpu_list
 
 EXIT_USAGE = 2
-
-
-def _add_machine_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
-    # A subcommand's copy must not overwrite a value given before the subcommand's name, so
-    # only the top-level parser has defaults.
-    default: object = None if top_level else argparse.SUPPRESS
-    group = parser.add_argument_group("machine")
-    group.add_argument(
-        "--root",
-        default=default,
-        metavar="DIR",
-        help="read /sys, /dev and /proc under DIR instead of / (also LLAMA_WIZARD_ROOT)",
-    )
-    group.add_argument(
-        "--simulate",
-        default=default,
-        metavar="PROFILE",
-        help="run on a bundled hardware profile instead of this machine ('list' names them)",
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0 if top_level else argparse.SUPPRESS,
-        metavar="S",
-        help="seconds each GPU tool (rocminfo, nvidia-smi) may take (default: 10)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"llama-wizard {__version__}")
-    _add_machine_options(parser, top_level=True)
+    add_machine_options(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     detect = commands.add_parser(
         "detect",
@@ -60,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Detect GPUs (sysfs/udev, KFD, rocminfo, nvidia-smi), CPU and RAM.",
     )
     detect.add_argument("--json", action="store_true", help="print one JSON document")
-    _add_machine_options(detect, top_level=False)
+    add_machine_options(detect, top_level=False)
     plan = commands.add_parser(
         "plan",
         help="the recommended flake output and runtime environment, with reasons",
@@ -75,13 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--output", metavar="NAME", help="build this flake output instead")
     plan.add_argument(
+        "--model", metavar="MODEL", help="plan for this model (GGUF path, URL or repo[:quant])"
+    )
+    plan.add_argument("--quant", metavar="Q", help="plan for this quant (e.g. Q4_K_M)")
+    plan.add_argument("--ctx", type=int, metavar="N", help="plan for this context size")
+    plan.add_argument(
         "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
     )
-    _add_machine_options(plan, top_level=False)
+    add_machine_options(plan, top_level=False)
     from tui import build_cli
 
     build = build_cli.add_parser(commands)
-    _add_machine_options(build, top_level=False)
+    add_machine_options(build, top_level=False)
+    from tui import fit as fit_command
+
+    fit = fit_command.add_parser(commands)
+    add_machine_options(fit, top_level=False)
     return parser
 
 
@@ -111,6 +94,7 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 def _run_plan(args: argparse.Namespace) -> int:
     from detect.inventory import detect
+    from models.errors import ModelError
     from nix.errors import NixError
     from nix.recommend import ChoiceError
     from tui.machine import open_machine
@@ -121,9 +105,16 @@ def _run_plan(args: argparse.Namespace) -> int:
         inventory.simulated = machine.simulated
         try:
             plan = make_plan(
-                machine, inventory, flake_ref=args.flake, output=args.output, gpu_indices=args.gpu
+                machine,
+                inventory,
+                flake_ref=args.flake,
+                output=args.output,
+                gpu_indices=args.gpu,
+                model=args.model,
+                quant=args.quant,
+                ctx=args.ctx,
             )
-        except (NixError, ChoiceError) as error:
+        except (NixError, ChoiceError, ModelError) as error:
             print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
             return 1
     if args.json:
@@ -203,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_plan(args)
         if args.command == "build":
             return _run_build(args)
+        if args.command == "fit":
+            from tui import fit as fit_command
+
+            return fit_command.run(args)
         return _run_wizard(args)
     except ProfileError as error:
         print(f"llama-wizard: {error}", file=sys.stderr)

@@ -15,3 +15,29 @@ def gpu_list(text: str) -> list[int]:
     if not indices or any(i < 0 for i in indices):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices such as 0 or 0,1")
     return indices
+
+
+def add_machine_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # A subcommand's copy must not overwrite a value given before the subcommand's name, so
+    # only the top-level parser has defaults.
+    default: object = None if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("machine")
+    group.add_argument(
+        "--root",
+        default=default,
+        metavar="DIR",
+        help="read /sys, /dev and /proc under DIR instead of / (also LLAMA_WIZARD_ROOT)",
+    )
+    group.add_argument(
+        "--simulate",
+        default=default,
+        metavar="PROFILE",
+        help="run on a bundled hardware profile instead of this machine ('list' names them)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0 if top_level else argparse.SUPPRESS,
+        metavar="S",
+        help="seconds each GPU tool (rocminfo, nvidia-smi) may take (default: 10)",
+    )

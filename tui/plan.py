@@ -11,6 +11,7 @@ from typing import Any
 from platformdirs import user_state_dir
 
 from detect.model import DetectionWarning, Inventory
+from models.choose import ModelChoice, recommend_for_inventory
 from nix import environment
 from nix.catalogue import CATALOGUE, UPSTREAM_PACKAGES
 from nix.environment import NixEnvironment
@@ -31,6 +32,7 @@ class Plan:
     nix: NixEnvironment | None
     flake_outputs: FlakeOutputs
     warnings: list[PlanWarning] = field(default_factory=list)
+    model: ModelChoice | None = None
 
     def shell_command(self) -> str:
         """The build as a person would type it (quoted for a POSIX shell)."""
@@ -77,6 +79,7 @@ class Plan:
                 "from_cache": self.flake_outputs.from_cache,
                 "revision": self.flake_outputs.revision,
             },
+            "model": self.model.to_json() if self.model is not None else None,
             **({"simulated": self.inventory.simulated} if self.inventory.simulated else {}),
         }
 
@@ -96,9 +99,13 @@ def make_plan(
     flake_ref: str | None = None,
     output: str | None = None,
     gpu_indices: list[int] | None = None,
+    model: str | None = None,
+    quant: str | None = None,
+    ctx: int | None = None,
     nix_timeout: float = 600.0,
 ) -> Plan:
-    """Raises NixError (a flake the person named cannot be read) or ChoiceError."""
+    """Raises NixError (a flake the person named cannot be read), ChoiceError, or ModelError
+    (a model the person named cannot be read)."""
     warnings: list[PlanWarning] = []
     system = nix_system(inventory)
     ref = normalize_ref(flake_ref) if flake_ref else default_flake_ref()
@@ -130,8 +137,22 @@ def make_plan(
     build = recommend(
         inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
     )
+    chosen_gpus = [g for g in inventory.gpus if g.index in build.gpus]
+    model_choice = recommend_for_inventory(
+        inventory, gpus=chosen_gpus, model=model, quant=quant, ctx=ctx
+    )
+    if model_choice is None and chosen_gpus:
+        warnings.append(
+            PlanWarning(
+                "no_model_fits",
+                "No model of the catalogue fits these GPUs"
+                + (f" (asked for {model})" if model else "")
+                + ".",
+                "Try a smaller quant or context (`llama-wizard fit MODEL`), or run on the CPU.",
+            )
+        )
     return Plan(inventory=inventory, build=build, nix=nix_env, flake_outputs=outputs,
-                warnings=warnings)  # fmt: skip
+                warnings=warnings, model=model_choice)  # fmt: skip
 
 
 def detection_warnings_as_plan(warnings: list[DetectionWarning]) -> list[PlanWarning]:

@@ -117,6 +117,16 @@ def inventory_renderable(inventory: Inventory, width: int = 120) -> Group:
     return Group(*parts)
 
 
+def _gpu_summary(chosen: list[Gpu]) -> str:
+    if not chosen:
+        return "none (CPU)"
+    names = {gpu.name for gpu in chosen}
+    if len(chosen) > 1 and len(names) == 1:
+        indices = ", ".join(str(gpu.index) for gpu in chosen)
+        return f"{len(chosen)}x {chosen[0].name} (GPU {indices})"
+    return ", ".join(f"{gpu.index} {gpu.name}" for gpu in chosen)
+
+
 def plan_renderable(plan: Plan) -> Group:
     build = plan.build
     parts: list = []
@@ -131,19 +141,29 @@ def plan_renderable(plan: Plan) -> Group:
     summary.add_row("Build", Text(what, style="bold green"))
     summary.add_row("Flake", f"{build.flake} ({build.system})")
     gpus = {g.index: g for g in plan.inventory.gpus}
-    summary.add_row(
-        "GPUs",
-        ", ".join(f"{i} {gpus[i].name}" for i in build.gpus if i in gpus) or "none (CPU)",
-    )
+    summary.add_row("GPUs", _gpu_summary([gpus[i] for i in build.gpus if i in gpus]))
     summary.add_row("Command", Text(shlex.join(build.build_argv), style="cyan"))
     summary.add_row("Result", build.out_link)
     env_lines = [f"{key}={value}" for key, value in build.env.items()]
     if build.unset_env:
         env_lines.append("unset " + " ".join(build.unset_env))
     summary.add_row("Env", "\n".join(env_lines) or "-")
+    model = plan.model
+    if model is not None:
+        summary.add_row(
+            "Model",
+            Text.assemble(
+                (f"{model.name} {model.quant}", "bold green"),
+                f", {model.ctx}-token context: {model.verdict} "
+                f"({human_bytes(model.total_bytes)} of {human_bytes(model.memory_bytes)})",
+            ),
+        )
+        summary.add_row("Launch", Text(shlex.join(model.launch_args()), style="cyan"))
     parts.append(summary)
     parts.append(Text("Why", style="bold"))
     parts.extend(Text(f"  • {reason}") for reason in build.reasons)
+    if model is not None:
+        parts.extend(Text(f"  • {reason}") for reason in model.reasons)
     if build.costs:
         parts.append(Text("What this choice costs", style="bold red"))
         parts.extend(Text(f"  • {cost}") for cost in build.costs)

@@ -1,0 +1,14 @@
+"""The error type the libraries (detect/, nix/, models/) raise: what went wrong, and what a
+person can do about it. The CLI prints both; the screens show both."""
+
+from __future__ import annotations
+
+
+class ActionableError(Exception):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.fix}"
