@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detect.model import Gpu, Inventory
@@ -26,6 +27,14 @@ def devices_from_gpus(gpus: list[Gpu]) -> list[Device]:
         for gpu in gpus
         if gpu_memory(gpu) > 0
     ]
+
+
+def devices_for(gpus: list[Gpu], inventory: Inventory) -> list[Device]:
+    """The GPUs' memory, or, with no GPU, the system RAM llama.cpp's CPU build runs in."""
+    devices = devices_from_gpus(gpus)
+    if devices or not inventory.memory_available_bytes:
+        return devices
+    return [Device("system RAM (CPU)", inventory.memory_available_bytes, None, None)]
 
 
 def default_context(source: ModelSource, ctx: int | None) -> int:
@@ -154,8 +163,19 @@ class ModelChoice:
         """What llama-server/llama-completion take for -hf."""
         return f"{self.repo}:{self.quant}"
 
+    def source_args(self) -> list[str]:
+        """How llama.cpp is told the model: -hf repo:QUANT for a Hub repo, -m for a local file,
+        -mu for a URL."""
+        first = self.files[0] if self.files else self.repo
+        if self.repo.startswith(("http://", "https://")):
+            return ["-mu", first if first.startswith(("http://", "https://")) else self.repo]
+        local = Path(first).expanduser()
+        if self.repo.lower().endswith(".gguf") or (local.is_absolute() and local.exists()):
+            return ["-m", str(local.resolve() if local.exists() else local)]
+        return ["-hf", self.hf_arg]
+
     def launch_args(self) -> list[str]:
-        args = ["-hf", self.hf_arg, "-c", str(self.ctx), "-ngl", "99", *self.flags]
+        args = [*self.source_args(), "-c", str(self.ctx), "-ngl", "99", *self.flags]
         if self.n_cpu_moe:
             args += ["--n-cpu-moe", str(self.n_cpu_moe)]
         if self.tensor_split:
@@ -242,6 +262,16 @@ def recommend(
     ]
     if chosen.max_ctx:
         reasons.append(f"The largest context that fits with it is {chosen.max_ctx} tokens.")
+    return choice_from_report(report, index, reasons)
+
+
+def choice_from_report(
+    report: FitReport, index: int, reasons: list[str] | None = None
+) -> ModelChoice:
+    """The choice of quant `index` of a fit report (the person picked it, or `recommend` did)."""
+    source = report.source
+    candidate = source.candidates[index]
+    chosen = report.quants[index]
     return ModelChoice(
         repo=source.repo or source.spec,
         name=source.name,
@@ -256,7 +286,8 @@ def recommend(
         flags=source.flags,
         n_cpu_moe=chosen.n_cpu_moe,
         tensor_split=chosen.tensor_split,
-        reasons=reasons,
+        reasons=reasons
+        or [f"{candidate.quant} chosen by hand: {chosen.verdict} at a {report.ctx}-token context."],
     )
 
 
@@ -274,7 +305,7 @@ def recommend_for_inventory(
 
         gpus, _ = default_gpus(inventory)
     return recommend(
-        devices_from_gpus(gpus),
+        devices_for(gpus, inventory),
         model=model,
         quant=quant,
         ctx=ctx,

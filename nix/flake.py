@@ -66,8 +66,11 @@ def normalize_ref(ref: str, cwd: Path | None = None) -> str:
 
 
 def nix_string(text: str) -> str:
-    """A Nix string literal: JSON's escaping, plus `${` which would start interpolation."""
-    return json.dumps(text).replace("${", "\\${")
+    """A Nix double-quoted string with `text` as its exact value: backslash, quote and every
+    `$` escaped (so no `${` interpolation), newline/CR/tab as \\n \\r \\t; other characters,
+    UTF-8 included, as they are (JSON's \\u escapes mean something else to Nix)."""
+    escapes = {"\\": "\\\\", '"': '\\"', "$": "\\$", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return '"' + "".join(escapes.get(ch, ch) for ch in text) + '"'
 
 
 def _cache_dir() -> Path:

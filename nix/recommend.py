@@ -291,7 +291,7 @@ def recommend(
 ) -> BuildChoice:
     """The recommended build (or the person's `output`/`gpu_indices`, with what they cost)."""
     system = nix_system(inventory)
-    if gpu_indices:
+    if gpu_indices is not None:  # [] is a choice too: the CPU
         gpus, notes = _gpus_by_index(inventory, gpu_indices), []
     else:
         gpus, notes = default_gpus(inventory)

@@ -1,9 +1,9 @@
-"""The build-run step: follows a nix build (started here or before, maybe from another session)
-with progress bars, the running derivations and a bounded log tail.
+"""Following a nix build: progress bars, the running derivations and a bounded log tail.
 
-The log is read and parsed in a thread worker; the screen is updated at most ten times a second
+The log is read and parsed in a thread worker; the view is updated at most ten times a second
 with what changed, so even a build that prints 50,000 lines a second leaves the keys responsive
-and the memory flat (the log widget keeps only its last lines)."""
+and the memory flat (the log widget keeps only its last lines). `BuildView` is the widget (the
+wizard's build-run step composes it); `BuildScreen` shows one on its own."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static
@@ -27,6 +27,7 @@ from tui.build_view import build_line, clock
 
 LOG_LINES = 1000
 REFRESH_SECONDS = 0.1
+CSS = Path(__file__).with_name("build.tcss")
 
 
 @dataclass
@@ -43,23 +44,20 @@ class BuildUpdate(Message):
     report: list[str] = field(default_factory=list)
 
 
-class BuildScreen(Screen[BuildRecord | None]):
-    # Absolute, so subclasses defined in other modules still find it.
-    CSS_PATH = Path(__file__).with_name("build.tcss")
-    BINDINGS = [  # noqa: RUF012 - Textual's declared class attribute
-        Binding("c", "cancel", "Cancel build"),
-        Binding("escape", "leave", "Back (build keeps running)"),
-    ]
+class BuildView(Vertical):
+    """Follows one build from the start of its log."""
 
-    def __init__(self, record: BuildRecord, title: str | None = None) -> None:
-        super().__init__()
+    @dataclass
+    class Finished(Message):
+        record: BuildRecord
+
+    def __init__(self, record: BuildRecord, title: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.record = record
         self.build_title = title or f"Building {record.output}"
         self.final: BuildRecord | None = None
-        self.keys_handled = 0
 
     def compose(self) -> ComposeResult:
-        yield Header()
         yield Label(self.build_title, id="build-title")
         with Horizontal(classes="bar-row"):
             yield Label("Derivations", classes="bar-label")
@@ -72,10 +70,8 @@ class BuildScreen(Screen[BuildRecord | None]):
         yield Static("", id="running")
         yield Log(id="build-log", max_lines=LOG_LINES, auto_scroll=True)
         yield Static("", id="build-result")
-        yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = "Build"
         self.follow_build()
 
     @work(thread=True, exclusive=True, group="build-follow")
@@ -96,6 +92,8 @@ class BuildScreen(Screen[BuildRecord | None]):
         report: list[str] = []
         if record.status in ("failed", "lost"):
             failure = diagnose(worker_progress, record)
+            if record.note:
+                report.append(record.note)
             if failure.derivation:
                 report.append(f"failing derivation: {failure.derivation}")
             if failure.cause:
@@ -105,8 +103,13 @@ class BuildScreen(Screen[BuildRecord | None]):
                 report.append(f"or: {failure.nix_log_command}")
         self._post(worker_progress, logged, finished=record, report=report)
 
-    def _post(self, progress: BuildProgress, logged: int, finished: BuildRecord | None = None,
-              report: list[str] | None = None) -> int:  # fmt: skip
+    def _post(
+        self,
+        progress: BuildProgress,
+        logged: int,
+        finished: BuildRecord | None = None,
+        report: list[str] | None = None,
+    ) -> int:
         new = min(progress.lines_logged - logged, len(progress.tail))
         lines = [line.text for line in list(progress.tail)[-new:]] if new > 0 else []
         main = progress.main_build()
@@ -126,6 +129,7 @@ class BuildScreen(Screen[BuildRecord | None]):
         return progress.lines_logged
 
     def on_build_update(self, update: BuildUpdate) -> None:
+        update.stop()
         if update.lines:
             self.query_one("#build-log", Log).write_lines(update.lines)
         bar = self.query_one("#derivations", ProgressBar)
@@ -133,9 +137,10 @@ class BuildScreen(Screen[BuildRecord | None]):
         self.query_one("#derivations-detail", Label).update(
             f"{update.done}/{update.expected} built · {clock(update.elapsed)}"
         )
-        compile_bar = self.query_one("#compile", ProgressBar)
         if update.step:
-            compile_bar.update(total=update.step[1], progress=update.step[0])
+            self.query_one("#compile", ProgressBar).update(
+                total=update.step[1], progress=update.step[0]
+            )
             self.query_one("#compile-detail", Label).update(f"[{update.step[0]}/{update.step[1]}]")
         self.query_one("#running", Static).update("\n".join(f"⏵ {r}" for r in update.running))
         if update.finished is not None:
@@ -146,13 +151,43 @@ class BuildScreen(Screen[BuildRecord | None]):
                 lines.append(update.finished.out_paths[-1])
             lines.extend(update.report)
             self.query_one("#build-result", Static).update("\n".join(lines))
+            self.post_message(self.Finished(update.finished))
 
-    def action_cancel(self) -> None:
-        self.keys_handled += 1
+    def cancel(self) -> None:
         if self.final is None:
             request_cancel(read_record(self.record))
             self.query_one("#build-result", Static).update("Cancelling…")
 
+
+class BuildScreen(Screen[BuildRecord | None]):
+    """One build on its own screen: `c` cancels, `escape` leaves it running."""
+
+    CSS_PATH = CSS
+    BINDINGS = [  # noqa: RUF012 - Textual's declared class attribute
+        Binding("c", "cancel", "Cancel build"),
+        Binding("escape", "leave", "Back (build keeps running)"),
+    ]
+
+    def __init__(self, record: BuildRecord, title: str | None = None) -> None:
+        super().__init__()
+        self.record = record
+        self.build_title = title
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield BuildView(self.record, self.build_title, id="build-view")
+        yield Footer()
+
+    @property
+    def view(self) -> BuildView:
+        return self.query_one(BuildView)
+
+    @property
+    def final(self) -> BuildRecord | None:
+        return self.view.final
+
+    def action_cancel(self) -> None:
+        self.view.cancel()
+
     def action_leave(self) -> None:
-        self.keys_handled += 1
-        self.dismiss(self.final)
+        self.dismiss(self.view.final)

@@ -1,55 +1,49 @@
-"""Step 1, hardware: what detection found, filled in by a worker so the screen is usable at once.
+"""Step 1, hardware: the GPUs, CPU and RAM, warnings with their fixes, and which GPUs to use.
 
-For now this is the wizard's only screen; the later steps (build, model, run) are still to come.
-"""
+Detection runs in a worker and the screen fills in as each source answers (sysfs at once,
+rocminfo or nvidia-smi when they are done)."""
 
 from __future__ import annotations
 
-from textual import work
-from textual.app import ComposeResult
+from textual import on, work
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import SelectionList, Static
+from textual.widgets.selection_list import Selection
 
-from detect.inventory import detect
-from detect.model import Inventory
-from tui.machine import Machine
-from tui.render import gpu_architecture, gpu_free, gpu_memory, human_bytes, short_bus_id
+from detect.model import Gpu, Inventory
+from screens.base import WizardStep
+from tui.render import gpu_architecture, gpu_memory, human_bytes, short_bus_id
+
+SOURCES = ("sysfs", "rocminfo", "nvidia-smi", "host")
 
 
-class HardwareScreen(Screen[None]):
-    BINDINGS = [  # noqa: RUF012 - Textual's declared class attribute
-        Binding("r", "redetect", "Detect again"),
-        Binding("q", "app.quit", "Quit"),
-    ]
+def gpu_label(gpu: Gpu) -> str:
+    name = gpu.name + (" (iGPU)" if gpu.integrated else "")
+    return (
+        f"{gpu.index}  {name}  ·  {gpu_architecture(gpu)}  ·  {gpu_memory(gpu)}  ·  "
+        f"{gpu.driver or 'no driver'}  ·  {short_bus_id(gpu.pci_bus_id)}"
+    )
 
-    def __init__(self, machine: Machine, timeout: float) -> None:
-        super().__init__()
-        self.machine = machine
-        self.timeout = timeout
-        self.inventory: Inventory | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        if self.machine.simulated:
-            yield Static(f"SIMULATED: {self.machine.simulated}", id="simulated")
+class HardwareScreen(WizardStep):
+    STEP = "hardware"
+    BINDINGS = [Binding("r", "redetect", "Detect again")]  # noqa: RUF012
+
+    def compose(self):  # type: ignore[override]
+        yield from self.compose_header()
         yield Static("Detecting GPUs…", id="status")
-        table: DataTable[str] = DataTable(id="gpus", cursor_type="row", zebra_stripes=True)
-        table.add_columns("#", "GPU", "Arch", "Memory", "Free", "Driver", "PCI")
-        yield table
+        yield SelectionList[int](id="gpus")
         yield Static("", id="host")
         yield Static("", id="warnings")
-        yield Static(
-            "Next steps (build, model, run) are not in this version yet; "
-            "`llama-wizard detect --json` gives the full inventory.",
-            id="next",
-        )
-        yield Footer()
+        yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.title = "llama-wizard"
-        self.sub_title = "Hardware"
-        self.run_detection()
+        super().on_mount()
+        if self.state.inventory is None:
+            # After the first paint: the screen is usable at once, detection fills it in.
+            self.call_after_refresh(self.run_detection)
+        else:
+            self.show_inventory(self.state.inventory)
 
     def action_redetect(self) -> None:
         self.query_one("#status", Static).update("Detecting GPUs…")
@@ -57,31 +51,47 @@ class HardwareScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="detect")
     def run_detection(self) -> None:
-        inventory = detect(self.machine.root, timeout=self.timeout, env=self.machine.env)
-        inventory.simulated = self.machine.simulated
+        from detect.inventory import merge, run_sources
+
+        state = self.state
+        answered: list[str] = []
+
+        def on_result(result) -> None:
+            answered.append(result.name)
+            self.app.call_from_thread(self.show_progress, list(answered))
+
+        results = run_sources(
+            state.machine.root, timeout=state.timeout, env=state.machine.env, on_result=on_result
+        )
+        inventory = merge(state.machine.root, results)
+        inventory.simulated = state.simulated
+        state.inventory = inventory
+        state.plan = None  # the hardware may have changed: plan again
         self.app.call_from_thread(self.show_inventory, inventory)
 
+    def show_progress(self, answered: list[str]) -> None:
+        marks = "  ".join(f"{name} {'✓' if name in answered else '…'}" for name in SOURCES)
+        self.query_one("#status", Static).update(f"Detecting: {marks}")
+
     def show_inventory(self, inventory: Inventory) -> None:
-        self.inventory = inventory
-        table = self.query_one("#gpus", DataTable)
-        table.clear()
-        for gpu in inventory.gpus:
-            name = gpu.name + (" (iGPU)" if gpu.integrated else "")
-            table.add_row(
-                str(gpu.index),
-                name,
-                gpu_architecture(gpu),
-                gpu_memory(gpu),
-                gpu_free(gpu),
-                gpu.driver or "none",
-                short_bus_id(gpu.pci_bus_id),
-            )
-        count = len(inventory.gpus)
-        status = (
-            f"{count} GPU{'s' if count != 1 else ''} found"
-            if count
-            else ("No GPU found: llama.cpp will run on the CPU.")
+        state = self.state
+        recommended = {g.index for g in state.recommended_gpus()}
+        saved = state.gpus if state.gpus is not None else state.settings.gpus
+        valid = {g.index for g in inventory.gpus}
+        wanted = set(saved) if saved and set(saved) <= valid else recommended
+        selection = self.query_one("#gpus", SelectionList)
+        selection.clear_options()
+        selection.add_options(
+            [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]
         )
+        count = len(inventory.gpus)
+        if count:
+            status = (
+                f"{count} GPU{'s' if count != 1 else ''} found. Space toggles a GPU; "
+                "the recommended ones are selected."
+            )
+        else:
+            status = "No GPU found: llama.cpp will run on the CPU."
         self.query_one("#status", Static).update(status)
         cpu = inventory.cpu
         self.query_one("#host", Static).update(
@@ -90,5 +100,29 @@ class HardwareScreen(Screen[None]):
             f"{human_bytes(inventory.memory_total_bytes)}"
         )
         self.query_one("#warnings", Static).update(
-            "\n".join(f"! {w.message}\n  Fix: {w.fix}" for w in inventory.warnings)
+            "\n".join(f"⚠ {w.message}\n  Fix: {w.fix}" for w in inventory.warnings)
         )
+        self._remember(list(selection.selected))
+        if count:
+            selection.focus()
+
+    @on(SelectionList.SelectedChanged, "#gpus")
+    def gpus_changed(self, event: SelectionList.SelectedChanged) -> None:
+        self._remember(list(event.selection_list.selected))
+
+    def _remember(self, selected: list[int]) -> None:
+        state = self.state
+        if state.inventory is None:
+            return
+        recommended = sorted(g.index for g in state.recommended_gpus())
+        chosen = sorted(selected)
+        new = None if chosen == recommended else chosen
+        if new != state.gpus:
+            state.gpus = new
+            state.plan = None
+        state.settings.gpus = new
+
+    def can_leave(self) -> str | None:
+        if self.state.inventory is None:
+            return "Detection is still running."
+        return None

@@ -38,3 +38,13 @@ def fresh_variant(flake: str, variant: str) -> str:
     renamed = f'variant = "{variant}-{uuid.uuid4().hex[:8]}"'
     path.write_text(path.read_text().replace(f'variant = "{variant}"', renamed))
     return flake
+
+
+def fresh_builds(flake: str) -> str:
+    """Make every derivation of the fixture flake new, so Nix really builds (and logs) them."""
+    import uuid
+
+    path = Path(flake) / "stand-in.nix"
+    marker = f"-- llama.cpp stand-in {uuid.uuid4().hex[:8]}"
+    path.write_text(path.read_text().replace("-- llama.cpp stand-in", marker))
+    return flake

@@ -10,10 +10,11 @@ import time
 import uuid
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import SelectionList, Static
 
 from detect.sysroot import SystemRoot
 from tests.helpers import wizard_executable
+from tests.wizard_helpers import settle
 from tui.app import WizardApp
 from tui.machine import Machine
 
@@ -22,11 +23,10 @@ async def test_hardware_screen_lists_the_simulated_gpus(simulated) -> None:
     box = simulated("2x-mi50")
     app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="2x-mi50"), timeout=5)
     async with app.run_test(size=(80, 24)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        table = app.screen.query_one("#gpus", DataTable)
-        assert table.row_count == 2
-        assert "gfx906" in table.get_row_at(0)
+        await settle(pilot)
+        selection = app.screen.query_one("#gpus", SelectionList)
+        assert selection.option_count == 2 and sorted(selection.selected) == [0, 1]
+        assert "gfx906" in str(selection.get_option_at_index(0).prompt)
         assert "SIMULATED" in str(app.screen.query_one("#simulated", Static).content)
         await pilot.press("q")
     assert app.return_code == 0
@@ -36,11 +36,20 @@ async def test_no_gpu_machine_says_cpu(simulated) -> None:
     box = simulated({"name": "empty", "cpu": {"model": "Test CPU"}, "memory": {"total_kib": 1}})
     app = WizardApp(Machine(SystemRoot(box.root), box.env()), timeout=5)
     async with app.run_test() as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(pilot)
         assert "No GPU" in str(app.screen.query_one("#status", Static).content)
         await pilot.press("ctrl+c")
     assert app.return_code == 0
+
+
+async def test_warnings_show_their_fix(simulated) -> None:
+    box = simulated("nvidia-nouveau")
+    app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="nvidia-nouveau"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        shown = str(app.screen.query_one("#warnings", Static).content)
+        assert "nouveau" in shown and "Fix:" in shown
+        await pilot.press("q")
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/test")

@@ -7,21 +7,11 @@ import json
 import signal
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from nix.build import (
-    BuildAlreadyRunning,
-    BuildRecord,
-    LogFollower,
-    describe_record,
-    find_build,
-    read_record,
-    request_cancel,
-    start_build,
-)
-from nix.diagnose import diagnose
-from nix.events import BuildProgress
-from tui.build_view import plain_status, progress_renderable
+if TYPE_CHECKING:
+    from nix.build import BuildRecord
+    from nix.events import BuildProgress
 
 EXIT_FAILED, EXIT_CANCELLED = 1, 130
 
@@ -65,6 +55,10 @@ def follow_build(
 ) -> tuple[BuildRecord, BuildProgress]:
     """Follow the build to its end, drawing progress; Ctrl-C cancels it (a second one stops
     following and leaves the cancel running)."""
+    from nix.build import LogFollower, read_record, request_cancel
+    from nix.events import BuildProgress
+    from tui.build_view import plain_status, progress_renderable
+
     progress = BuildProgress()
     json_lines = JsonLines(out) if mode == "json" else None
     live = None
@@ -121,6 +115,9 @@ def follow_build(
 
 def _report(record: BuildRecord, progress: BuildProgress, mode: str, out: IO[str],
             err: IO[str]) -> int:  # fmt: skip
+    from nix.build import describe_record
+    from nix.diagnose import diagnose
+
     described = describe_record(record)
     failure = diagnose(progress, record) if record.status in ("failed", "lost") else None
     if mode == "json":
@@ -167,6 +164,9 @@ def run_build(
     out: IO[str] = sys.stdout,
     err: IO[str] = sys.stderr,
 ) -> int:
+    # Imported here: registering the subcommand must not load the build machinery.
+    from nix.build import BuildAlreadyRunning, describe_record, find_build, start_build
+
     existing = find_build(state_dir, output)
     if existing is not None and not existing.finished:
         record = existing

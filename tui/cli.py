@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llama-wizard {__version__}")
     add_machine_options(parser, top_level=True)
+    add_wizard_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     detect = commands.add_parser(
         "detect",
@@ -61,11 +62,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = build_cli.add_parser(commands)
     add_machine_options(build, top_level=False)
+    from tui import run_cli
+
+    run = run_cli.add_parser(commands)
+    add_machine_options(run, top_level=False)
     from tui import fit as fit_command
 
     fit = fit_command.add_parser(commands)
     add_machine_options(fit, top_level=False)
     return parser
+
+
+def add_wizard_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the wizard itself (no subcommand): how it asks, and what it starts from."""
+    group = parser.add_argument_group("wizard")
+    group.add_argument(
+        "--plain",
+        action="store_true",
+        help="line-by-line prompts instead of the full-screen wizard (chosen by itself when "
+        "TERM=dumb or there is no terminal)",
+    )
+    group.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="take every default (saved choice, else recommendation) without asking: plan, "
+        "build, launch llama-completion, print the commands; needs no input",
+    )
+    group.add_argument(
+        "--reset", action="store_true", help="forget the choices saved by earlier runs first"
+    )
+    group.add_argument("--flake", metavar="REF", help="the llama.cpp flake (as for `plan`)")
+    group.add_argument(
+        "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (as for `plan`)"
+    )
+    group.add_argument("--model", metavar="MODEL", help="start from this model (as for `plan`)")
+    group.add_argument("--quant", metavar="Q", help="start from this quant (as for `plan`)")
+    group.add_argument("--ctx", type=int, metavar="N", help="start from this context size")
 
 
 def _list_profiles() -> int:
@@ -173,9 +206,36 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _run_wizard(args: argparse.Namespace) -> int:
+    from tui.options import wants_plain
+
+    if args.plain or args.yes or wants_plain():
+        from tui.plain import run_plain
+
+        return run_plain(
+            root=args.root,
+            simulate=args.simulate,
+            timeout=args.timeout,
+            yes=args.yes,
+            flake=args.flake,
+            gpus=args.gpu,
+            model=args.model,
+            quant=args.quant,
+            ctx=args.ctx,
+        )
     from tui.app import run_wizard
 
-    return run_wizard(root=args.root, simulate=args.simulate, timeout=args.timeout)
+    return run_wizard(
+        root=args.root,
+        simulate=args.simulate,
+        timeout=args.timeout,
+        overrides={
+            "flake": args.flake,
+            "gpus": args.gpu,
+            "model": args.model,
+            "quant": args.quant,
+            "ctx": args.ctx,
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be a positive number of seconds")
     if args.simulate == "list":
         return _list_profiles()
+    if args.reset:
+        from tui.settings import reset_settings, settings_path
+
+        backup = reset_settings()
+        what = f"kept as {backup}" if backup else "there were none"
+        print(f"Forgot the saved choices ({settings_path()}; {what}).", file=sys.stderr)
     from detect.simulate import ProfileError
 
     try:
@@ -194,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_plan(args)
         if args.command == "build":
             return _run_build(args)
+        if args.command == "run":
+            from tui import run_cli
+
+            return run_cli.run(args)
         if args.command == "fit":
             from tui import fit as fit_command
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def gpu_list(text: str) -> list[int]:
@@ -41,3 +43,17 @@ def add_machine_options(parser: argparse.ArgumentParser, top_level: bool) -> Non
         metavar="S",
         help="seconds each GPU tool (rocminfo, nvidia-smi) may take (default: 10)",
     )
+
+
+DUMB_TERMS = ("", "dumb", "unknown")
+
+
+def is_dumb_terminal(environ: dict[str, str] | None = None) -> bool:
+    term = (environ if environ is not None else os.environ).get("TERM", "")
+    return term.lower() in DUMB_TERMS
+
+
+def wants_plain(environ: dict[str, str] | None = None) -> bool:
+    """Whether bare `llama-wizard` should run plain mode instead of the full-screen one: a dumb
+    terminal (TERM=dumb/unknown/unset), or stdin or stdout not being a terminal."""
+    return is_dumb_terminal(environ) or not (sys.stdin.isatty() and sys.stdout.isatty())

@@ -6,12 +6,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platformdirs import user_state_dir
 
 from detect.model import DetectionWarning, Inventory
-from models.choose import ModelChoice, recommend_for_inventory
 from nix import environment
 from nix.catalogue import CATALOGUE, UPSTREAM_PACKAGES
 from nix.environment import NixEnvironment
@@ -19,6 +18,9 @@ from nix.errors import FlakeError, NixError, NixNotFound
 from nix.flake import UPSTREAM_FLAKE, FlakeOutputs, default_flake_ref, normalize_ref, query_outputs
 from nix.recommend import BuildChoice, PlanWarning, nix_system, recommend
 from tui.machine import Machine
+
+if TYPE_CHECKING:
+    from models.choose import ModelChoice
 
 
 def state_dir() -> Path:
@@ -137,15 +139,18 @@ def make_plan(
     build = recommend(
         inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
     )
+    from models.choose import recommend_for_inventory  # loads gguf/numpy: only when planning
+
     chosen_gpus = [g for g in inventory.gpus if g.index in build.gpus]
     model_choice = recommend_for_inventory(
         inventory, gpus=chosen_gpus, model=model, quant=quant, ctx=ctx
     )
-    if model_choice is None and chosen_gpus:
+    if model_choice is None:
         warnings.append(
             PlanWarning(
                 "no_model_fits",
-                "No model of the catalogue fits these GPUs"
+                "No model of the catalogue fits "
+                + ("these GPUs" if chosen_gpus else "this machine's free RAM")
                 + (f" (asked for {model})" if model else "")
                 + ".",
                 "Try a smaller quant or context (`llama-wizard fit MODEL`), or run on the CPU.",

@@ -127,10 +127,11 @@ def _gpu_summary(chosen: list[Gpu]) -> str:
     return ", ".join(f"{gpu.index} {gpu.name}" for gpu in chosen)
 
 
-def plan_renderable(plan: Plan) -> Group:
+def plan_renderable(plan: Plan, banner: bool = True) -> Group:
+    """The plan for a person to read; `banner=False` where the screen already says "simulated"."""
     build = plan.build
     parts: list = []
-    if plan.inventory.simulated:
+    if banner and plan.inventory.simulated:
         parts.append(Text(f"SIMULATED machine: {plan.inventory.simulated}", style="bold reverse"))
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold", no_wrap=True)

@@ -1,0 +1,93 @@
+"""The real `llama-wizard --simulate` in a real terminal (tmux), driven with send-keys from
+the hardware step through the build to the launch, read back with capture-pane."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wizard_executable
+from tests.nix_fixtures import fixture_flake, fresh_builds
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="scripts/test installs tmux")
+
+
+class Terminal:
+    def __init__(self, command: list[str], env: dict[str, str], size=(120, 45)) -> None:
+        self.session = f"lw-e2e-{uuid.uuid4().hex[:8]}"
+        passed = [a for key in ("PATH", "NIX_CONFIG", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                                "XDG_STATE_HOME", "XDG_DATA_HOME", "HOME")
+                  if key in env for a in ("-e", f"{key}={env[key]}")]  # fmt: skip
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(size[0]),
+                        "-y", str(size[1]), "-e", "TERM=xterm-256color", *passed,
+                        shlex.join(command)], check=True, env=env)  # fmt: skip
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
+                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; the screen:\n{screen}")
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.session, *keys], check=True)
+
+    def alive(self) -> bool:
+        return subprocess.run(["tmux", "has-session", "-t", self.session],
+                              capture_output=True, check=False).returncode == 0  # fmt: skip
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True,
+                       check=False)  # fmt: skip
+
+
+def test_simulated_mi50s_through_build_and_launch(tmp_path: Path) -> None:
+    flake = fresh_builds(fixture_flake(tmp_path / "flake"))
+    env = dict(os.environ)
+    config = Path(env["XDG_CONFIG_HOME"]) / "llama-wizard"
+    config.mkdir(parents=True, exist_ok=True)
+    settings = {"flake": flake, "model": "Qwen/Qwen3-0.6B-GGUF"}
+    (config / "settings.json").write_text(json.dumps(settings))
+    terminal = Terminal([wizard_executable(), "--simulate", "2x-mi50"], env)
+    try:
+        screen = terminal.wait_for("2 GPUs found")
+        assert "SIMULATED" in screen and "gfx906" in screen
+        terminal.keys("C-n")
+        terminal.wait_for("Build rocm-gfx906")
+        terminal.keys("C-n")
+        screen = terminal.wait_for("Q8_0")
+        assert "fits" in screen
+        terminal.keys("C-n")
+        screen = terminal.wait_for("Built.", timeout=120)
+        assert "24/24" in screen, screen
+        terminal.keys("C-n")
+        terminal.wait_for("Prompt")
+        terminal.keys("C-r")
+        screen = terminal.wait_for("exited with status 0")
+        assert "env: HSA_OVERRIDE_GFX_VERSION=9.0.6" in screen
+        assert "env: ROCR_VISIBLE_DEVICES=GPU-4f0a78a172e620fc,GPU-6e5e588172dc76b6" in screen
+        assert "generation 200.0 tokens/s" in screen
+        terminal.keys("C-n")
+        terminal.wait_for("NixOS service")
+        terminal.keys("q")
+        deadline = time.monotonic() + 10
+        while terminal.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not terminal.alive(), "the wizard did not quit"
+    finally:
+        terminal.close()

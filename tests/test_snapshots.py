@@ -1,0 +1,58 @@
+"""Snapshots of each wizard step at 80x24 and 120x40 (pytest-textual-snapshot).
+
+Everything on screen must be the same on every machine: the simulated 2x MI50 box, the fixture
+flake copied to a fixed path, and fixed XDG directories (the result link's path is shown).
+Update after an intended change with `pytest tests/test_snapshots.py --snapshot-update`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from tests.nix_fixtures import fixture_flake
+from tests.wizard_helpers import make_app, settle
+
+FIXED = Path("/tmp/llama-wizard-snapshots")
+SIZES = [(80, 24), (120, 40)]
+STEPS = ["hardware", "build", "model", "build-run", "launch", "done"]
+
+
+@pytest.fixture
+def fixed_dirs(monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.rmtree(FIXED, ignore_errors=True)
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.setenv(name, str(FIXED / name.lower()))
+    monkeypatch.setenv("HOME", str(FIXED / "home"))
+    fixture_flake(FIXED / "flake")
+    return FIXED
+
+
+def _prebuild(app) -> None:
+    """Build the plan's output first, so the build-run step shows "already built" (a build in
+    progress shows elapsed times, which no snapshot can hold still)."""
+    build = app.state.plan.build
+    subprocess.run(build.build_argv, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("step", STEPS)
+def test_step(step: str, size: tuple[int, int], fixed_dirs: Path, snap_compare) -> None:
+    app = make_app(fixed_dirs, "2x-mi50", flake=str(fixed_dirs / "flake"),
+                   model="Qwen/Qwen3-0.6B-GGUF")  # fmt: skip
+
+    async def go_to_step(pilot) -> None:
+        await settle(pilot)
+        for name in STEPS[1 : STEPS.index(step) + 1]:
+            if name == "build-run":
+                _prebuild(app)
+            app.goto(name)
+            await settle(pilot)
+        for field in app.screen.query(Input):  # a blinking cursor would make every run differ
+            field.cursor_blink = False
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=go_to_step)

@@ -1,0 +1,145 @@
+"""The whole wizard, driven with the pilot: simulated machines, the fixture flake built for real
+with Nix, and the stand-in llama-completion launched for real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Log, SelectionList, Static
+
+from nix.build import find_build, read_record, request_cancel, wait_finished
+from screens.build import BuildView
+from tests.nix_fixtures import fixture_flake, fresh_variant
+from tests.wizard_helpers import make_app, next_step, settle, wait_for
+from tui.plan import state_dir
+from tui.settings import Settings
+
+
+async def run_whole_flow(tmp_path: Path, profile: str) -> tuple[list[str], list[str]]:
+    app = make_app(tmp_path, profile, model="Qwen/Qwen3-0.6B-GGUF")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.step == "hardware" and app.state.inventory is not None
+        await next_step(pilot)
+        assert app.step == "build" and app.state.plan is not None
+        await next_step(pilot)
+        assert app.step == "model"
+        assert app.state.plan.model is not None and app.state.plan.model.repo.startswith("Qwen/")
+        await next_step(pilot)
+        assert app.step == "build-run"
+        await wait_for(lambda: bool(app.screen.query(BuildView))
+                       and app.screen.query_one(BuildView).final is not None)  # fmt: skip
+        assert app.screen.query_one(BuildView).final.status == "succeeded"
+        await next_step(pilot)
+        assert app.step == "launch"
+        await pilot.press("ctrl+r")
+        await wait_for(lambda: app.launched is not None and app.launched.finished
+                       and not app.state.launch_running)  # fmt: skip
+        await pilot.pause()
+        output = list(app.screen.query_one("#launch-output", Log).lines)
+        speed = str(app.screen.query_one("#speed", Static).content)
+        assert "600.0 tokens/s" in speed and "200.0 tokens/s" in speed
+        await next_step(pilot)
+        assert app.step == "done"
+        commands = app.screen.commands
+        titles = [c.title for c in commands]
+        await pilot.press("y")
+        assert app.clipboard == commands[0].text
+        save = tmp_path / "commands.sh"
+        app.screen.query_one("#save-path").value = str(save)
+        await pilot.press("ctrl+s")
+        assert save.is_file() and commands[0].text in save.read_text()
+        await pilot.press("q")
+    saved = Settings.load()
+    assert saved.model == "Qwen/Qwen3-0.6B-GGUF" and saved.quant == "Q8_0"
+    return output, titles
+
+
+async def test_two_mi50s_from_hardware_to_launch(tmp_path: Path) -> None:
+    output, titles = await run_whole_flow(tmp_path, "2x-mi50")
+    assert "env: HSA_OVERRIDE_GFX_VERSION=9.0.6" in output
+    assert "env: ROCR_VISIBLE_DEVICES=GPU-4f0a78a172e620fc,GPU-6e5e588172dc76b6" in output
+    assert "env: HIP_VISIBLE_DEVICES=<unset>" in output
+    assert "argv: -hf" in output and "argv: Qwen/Qwen3-0.6B-GGUF:Q8_0" in output
+    assert "argv: -ngl" in output and "argv: The capital of France is" in output
+    assert any("NixOS" in title for title in titles)
+
+
+async def test_rtx4090_from_hardware_to_launch(tmp_path: Path) -> None:
+    output, _ = await run_whole_flow(tmp_path, "rtx4090")
+    assert "env: CUDA_DEVICE_ORDER=PCI_BUS_ID" in output
+    assert any(line.startswith("env: CUDA_VISIBLE_DEVICES=GPU-") for line in output)
+    assert "env: ROCR_VISIBLE_DEVICES=<unset>" in output
+
+
+async def test_choosing_gpus_changes_the_plan(tmp_path: Path) -> None:
+    app = make_app(tmp_path, "2x-mi50")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        selection = app.screen.query_one("#gpus", SelectionList)
+        assert sorted(selection.selected) == [0, 1]
+        selection.deselect(1)
+        await pilot.pause()
+        await next_step(pilot)
+        assert app.state.plan.build.gpus == [0]
+        assert app.state.plan.build.env["ROCR_VISIBLE_DEVICES"] == "GPU-4f0a78a172e620fc"
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.step == "hardware"
+        assert sorted(app.screen.query_one("#gpus", SelectionList).selected) == [0]
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.press("q")
+    assert Settings.load().gpus == [0]
+
+
+async def test_quitting_during_a_build_asks_and_leaves_it_running(tmp_path: Path) -> None:
+    flake = fresh_variant(fixture_flake(tmp_path / "flake"), "slow")
+    app = make_app(tmp_path, "no-gpu", flake=flake, output="slow")
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await next_step(pilot)
+            assert app.state.plan.build.output == "slow"
+            assert "chosen by hand" in app.state.plan.build.reasons[0]
+            await next_step(pilot)
+            assert app.step == "model" and app.state.plan.model is not None  # fits in RAM
+            await next_step(pilot)
+            assert app.step == "build-run"
+            await wait_for(lambda: app.state.build_running)
+            await pilot.press("q")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "ConfirmScreen"
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.is_running
+            await pilot.press("q")
+            await pilot.pause()
+            await pilot.press("y")
+        record = find_build(state_dir(), "slow")
+        assert record is not None and read_record(record).status == "running"
+    finally:
+        record = find_build(state_dir(), "slow")
+        if record is not None:
+            request_cancel(record)
+            assert wait_finished(record, timeout=30).finished
+
+
+async def test_choosing_another_output_replans_and_says_what_it_costs(tmp_path: Path) -> None:
+    app = make_app(tmp_path, "2x-mi50")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await next_step(pilot)
+        assert app.state.plan.build.output == "rocm-gfx906"
+        select = app.screen.query_one("#output-choice")
+        select.focus()
+        select.value = "rocm"
+        await pilot.pause()
+        await settle(pilot)
+        build = app.state.plan.build
+        assert build.output == "rocm" and build.recommended_output == "rocm-gfx906"
+        assert any("architectures" in cost for cost in build.costs)
+        await pilot.press("q")
+    assert Settings.load().output == "rocm"

@@ -1,0 +1,504 @@
+"""Launching llama.cpp from the plan: the command line and environment (`LaunchSpec`), the
+timing lines llama.cpp prints (`Timing`), and the running program (`LaunchedProcess`).
+
+The program runs in its own session (so the terminal's Ctrl-C reaches only the wizard, which
+stops it on purpose), with stdin closed and stdout/stderr read line by line by two threads.
+Stopping it sends SIGINT to its process group (llama.cpp prints its timings and exits), then
+SIGTERM, then SIGKILL after a grace period, and finally kills anything of its group or tree
+that is still there. No shell is involved anywhere: argv lists only.
+
+Secrets (HF_TOKEN, API keys) are never part of a printed command: `shell_command()` and
+`display_argv()` leave them out; the process itself inherits them from the base environment
+(llama.cpp's -hf reads HF_TOKEN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import psutil
+
+from detect.errors import ActionableError
+
+if TYPE_CHECKING:
+    from models.choose import ModelChoice
+    from tui.plan import Plan
+
+PROGRAMS = ("llama-completion", "llama-server")
+DEFAULT_PROMPT = "The capital of France is"
+LEFTOVER_SECONDS = 2.0  # after the program exits, how long its leftovers may hold its output
+SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY)", re.IGNORECASE)
+# llama.cpp options whose value is a secret, and the variable a person would keep it in.
+SECRET_OPTIONS = {"--api-key": "LLAMA_API_KEY", "--hf-token": "HF_TOKEN", "-hft": "HF_TOKEN"}
+
+
+class LaunchError(ActionableError):
+    """The program cannot be launched as planned (no model, not built, cannot start)."""
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name))
+
+
+def _secret_option(arg: str) -> str | None:
+    """The variable standing for the value of a secret option (`--api-key`), else None."""
+    name = arg.split("=", 1)[0]
+    if name in SECRET_OPTIONS:
+        return SECRET_OPTIONS[name]
+    if name.startswith("-") and is_secret_name(name):
+        return name.lstrip("-").upper().replace("-", "_")
+    return None
+
+
+def _redacted(args: Sequence[str]) -> list[str]:
+    """args with the values of secret options (--api-key X, --hf-token=X) shown as ***."""
+    cleaned: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            cleaned.append("***")
+            hide_next = False
+        elif _secret_option(arg) is not None and "=" in arg:
+            cleaned.append(arg.split("=", 1)[0] + "=***")
+        else:
+            cleaned.append(arg)
+            hide_next = _secret_option(arg) is not None
+    return cleaned
+
+
+@dataclass
+class LaunchSpec:
+    program: str  # "llama-completion" or "llama-server"
+    binary: str  # absolute path, <plan.build.out_link>/bin/<program>
+    args: list[str]  # everything after the binary
+    env: dict[str, str] = field(default_factory=dict)  # variables to set
+    unset_env: list[str] = field(default_factory=list)  # variables to remove
+
+    def argv(self) -> list[str]:
+        return [self.binary, *self.args]
+
+    def display_argv(self) -> list[str]:
+        """argv for logs and JSON events: secret option values shown as ***."""
+        return [self.binary, *_redacted(self.args)]
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """What the program runs with: base minus unset_env, plus env."""
+        removed = set(self.unset_env)
+        environment = {k: v for k, v in base.items() if k not in removed}
+        environment.update(self.env)
+        return environment
+
+    def shell_command(self) -> str:
+        """The command as a person types it in a POSIX shell: `env -u A K=V BINARY args...`.
+        Secret variables (HF_TOKEN, ...) are left out (set them in your shell); secret option
+        values appear as a reference to a variable ("$LLAMA_API_KEY")."""
+        prefix: list[str] = []
+        for name in self.unset_env:
+            prefix += ["-u", name]
+        prefix += [f"{k}={v}" for k, v in self.env.items() if not is_secret_name(k)]
+        parts = [shlex.join(["env", *prefix])] if prefix else []
+        parts.append(shell_words([self.binary, *self.args]))
+        return " ".join(parts)
+
+    def secret_variables(self) -> list[str]:
+        """The variables a person sets for the secrets this launch needs (they are never
+        written out): secret options' variables, and secret names in env."""
+        names = [v for a in self.args if (v := _secret_option(a)) is not None]
+        names += [k for k in self.env if is_secret_name(k)]
+        return list(dict.fromkeys(names))
+
+
+def shell_words(words: Sequence[str]) -> str:
+    """shlex.join, except that the value of a secret option is a reference to the variable
+    that holds it (`--api-key "${LLAMA_API_KEY}"`), never the value itself."""
+    parts: list[str] = []
+    pending: str | None = None
+    for word in words:
+        if pending is not None:
+            parts.append(f'"${{{pending}}}"')
+            pending = None
+            continue
+        variable = _secret_option(word)
+        if variable is not None and "=" in word:
+            parts.append(f'{shlex.quote(word.split("=", 1)[0] + "=")}"${{{variable}}}"')
+        else:
+            parts.append(shlex.quote(word))
+            pending = variable
+    return " ".join(parts)
+
+
+def without_secrets(args: Sequence[str]) -> list[str]:
+    """args without secret options and their values."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif _secret_option(arg) is not None:
+            skip = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
+
+
+GPU_BACKENDS = ("rocm", "cuda", "vulkan")
+
+
+def uses_gpu(plan: Plan) -> bool:
+    """A GPU backend: ROCm, CUDA, Vulkan, or the default build on Apple GPUs (Metal)."""
+    build = plan.build
+    if build.backend in GPU_BACKENDS:
+        return True
+    return any(g.vendor == "apple" for g in plan.inventory.gpus if g.index in build.gpus)
+
+
+def model_source_args(model: ModelChoice) -> list[str]:
+    return model.source_args()
+
+
+def _model_args(plan: Plan, model_path: str | None, gpu: bool) -> list[str]:
+    model = plan.model
+    if model is None and model_path is None:
+        raise LaunchError(
+            "There is no model to run: none was named, and the plan has none (no model of the "
+            "catalogue fits the chosen GPUs, or there is no GPU to fit one into).",
+            "Name one: --model owner/repo[:QUANT] or a .gguf path (`llama-wizard fit MODEL` "
+            "says what fits).",
+        )
+    if model is None:
+        source = ["-m", str(Path(model_path or "").expanduser())]
+        rest = ["-ngl", "99"] if gpu else []
+    else:
+        args = model.launch_args()
+        rest = args[2:] if args[:1] == ["-hf"] else args
+        if model_path:
+            source = ["-m", str(Path(model_path).expanduser())]
+        else:
+            source = model_source_args(model)
+    if not gpu:
+        rest = _without_option(rest, ("-ngl", "--n-gpu-layers", "--gpu-layers"))
+    elif not any(a in ("-fa", "--flash-attn") or a.startswith("--flash-attn=") for a in rest):
+        # Flash attention, as the reference runs the MI50 (`-ngl 99 -fa on`): less KV memory
+        # and faster prompt processing (the flake's ROCm builds set GGML_CUDA_FA). A `-fa` in
+        # extra_args comes later on the command line and wins.
+        position = rest.index("-ngl") + 2 if "-ngl" in rest else len(rest)
+        rest[position:position] = ["-fa", "on"]
+    return [*source, *rest]
+
+
+def _without_option(args: list[str], names: Iterable[str]) -> list[str]:
+    names = set(names)
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def launch_spec(
+    plan: Plan,
+    *,
+    program: str = "llama-completion",
+    prompt: str | None = None,
+    n_predict: int = 128,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    model_path: str | None = None,
+    extra_args: Sequence[str] = (),
+    check_built: bool = True,
+) -> LaunchSpec:
+    """The command that runs the plan's model on the plan's build. Raises LaunchError when there
+    is no model, or (unless check_built is False: for showing the commands before building) the
+    program is not built yet."""
+    spec = _spec(plan, program=program, prompt=prompt, n_predict=n_predict, host=host,
+                 port=port, model_path=model_path, extra_args=extra_args)  # fmt: skip
+    if check_built and not Path(spec.binary).is_file():
+        built = Path(plan.build.out_link).exists()
+        raise LaunchError(
+            f"{program} is not built yet: {spec.binary} does not exist"
+            + (" (the build has no such program)." if built else "."),
+            f"build it first: llama-wizard build{_build_hint(plan)}",
+        )
+    return spec
+
+
+def _build_hint(plan: Plan) -> str:
+    if plan.build.output != plan.build.recommended_output:
+        return f" {plan.build.output}"
+    return ""
+
+
+def _spec(
+    plan: Plan,
+    *,
+    program: str,
+    prompt: str | None,
+    n_predict: int,
+    host: str,
+    port: int,
+    model_path: str | None,
+    extra_args: Sequence[str],
+) -> LaunchSpec:
+    """launch_spec without looking at the disk (for the commands the Done step shows)."""
+    if program not in PROGRAMS:
+        raise ValueError(f"program must be one of {PROGRAMS}, not {program!r}")
+    args = _model_args(plan, model_path, uses_gpu(plan))
+    if program == "llama-completion":
+        # -no-cnv: with a chat template llama-completion would start a conversation and wait
+        # for input; this is a one-shot completion of the prompt.
+        args += ["-p", DEFAULT_PROMPT if prompt is None else prompt, "-n", str(n_predict)]
+        args.append("-no-cnv")
+    else:
+        args += ["--host", host, "--port", str(port)]
+    args += list(extra_args)
+    return LaunchSpec(
+        program=program,
+        binary=str(Path(plan.build.out_link).absolute() / "bin" / program),
+        args=args,
+        env=dict(plan.build.env),
+        unset_env=list(plan.build.unset_env),
+    )
+
+
+def server_url(host: str, port: int) -> str:
+    """Where a browser or client reaches llama-server listening on host:port."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+# --- timing lines ----------------------------------------------------------------------------
+
+# llama_perf_context_print: prompt eval time =   10.00 ms /  6 tokens ( 1.67 ms per token,
+#   600.00 tokens per second)   -- also llama_print_timings: (older builds), and llama-server's
+# per-request lines, which have no prefix.
+_TIMING = re.compile(
+    r"^\s*(?:(?:llama_perf_context_print|llama_print_timings)\s*:\s*)?"
+    r"(?P<what>prompt eval|eval) time\s*=\s*[-+\d.eEinfa()]+\s*ms\s*/\s*(?P<count>\d+)\s*"
+    r"(?:tokens|runs)\s*\(.*?,\s*(?P<rate>[-+\w.()]+)\s*tokens per second\s*\)",
+)
+
+
+@dataclass
+class Timing:
+    prompt_tokens_per_second: float | None = None
+    generation_tokens_per_second: float | None = None
+    prompt_tokens: int | None = None
+    generated_tokens: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens_per_second": self.prompt_tokens_per_second,
+            "generation_tokens_per_second": self.generation_tokens_per_second,
+            "prompt_tokens": self.prompt_tokens,
+            "generated_tokens": self.generated_tokens,
+        }
+
+
+def parse_timing(line: str, timing: Timing) -> bool:
+    """Update timing from one of llama.cpp's prompt-eval / eval timing lines; True if it was
+    one. A rate llama.cpp prints as inf or nan (no tokens) is recorded as None."""
+    match = _TIMING.match(line)
+    if match is None:
+        return False
+    try:
+        rate: float | None = float(match["rate"])
+    except ValueError:
+        rate = None
+    if rate is not None and not math.isfinite(rate):
+        rate = None
+    count = int(match["count"])
+    if match["what"] == "prompt eval":
+        timing.prompt_tokens_per_second, timing.prompt_tokens = rate, count
+    else:
+        timing.generation_tokens_per_second, timing.generated_tokens = rate, count
+    return True
+
+
+# --- the running program ---------------------------------------------------------------------
+
+
+class LaunchedProcess:
+    """A running llama.cpp program. Output arrives as (stream, line) pairs, stream being
+    "stdout" or "stderr"; `timing` follows llama.cpp's timing lines as they are read."""
+
+    def __init__(self, spec: LaunchSpec, popen: subprocess.Popen[bytes]) -> None:
+        self.spec = spec
+        self._popen = popen
+        self.pid = popen.pid
+        self.started_at = time.time()
+        self.timing = Timing()
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._timing_lock = threading.Lock()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        pipes = (("stdout", popen.stdout), ("stderr", popen.stderr))
+        self._readers = [
+            threading.Thread(target=self._read, args=pipe, daemon=True, name=f"read-{pipe[0]}")
+            for pipe in pipes
+        ]
+        for reader in self._readers:
+            reader.start()
+        threading.Thread(target=self._watch, daemon=True, name="watch").start()
+
+    @classmethod
+    def start(cls, spec: LaunchSpec, base_env: Mapping[str, str] | None = None) -> LaunchedProcess:
+        """Start the program in its own session. Raises LaunchError when it cannot start."""
+        environment = spec.environment(os.environ if base_env is None else base_env)
+        try:
+            popen = subprocess.Popen(
+                spec.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=environment,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise LaunchError(
+                f"{spec.program} could not be started: {error.strerror or error}.",
+                f"Check that {spec.binary} exists and is executable "
+                "(rebuild it: llama-wizard build).",
+            ) from None
+        return cls(spec, popen)
+
+    def _read(self, stream: str, pipe: IO[bytes] | None) -> None:
+        if pipe is None:
+            return
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                with self._timing_lock:
+                    parse_timing(line, self.timing)
+                self._queue.put((stream, line))
+
+    def _watch(self) -> None:
+        """Once the program has exited on its own, give its output a moment to end; whatever
+        still holds its pipes then (a helper it left running in its process group) is killed,
+        so the output ends and nothing is left behind."""
+        while self._popen.poll() is None:
+            time.sleep(0.1)
+        deadline = time.monotonic() + LEFTOVER_SECONDS
+        while not self.output_closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.output_closed:
+            self._sweep([])
+
+    def lines(self, timeout: float) -> list[tuple[str, str]]:
+        """What arrived since the last call: waits up to `timeout` for the first line, then
+        takes whatever else is there without waiting."""
+        got: list[tuple[str, str]] = []
+        try:
+            first = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return got
+        got.append(first)
+        while True:
+            try:
+                got.append(self._queue.get_nowait())
+            except queue.Empty:
+                return got
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    @property
+    def output_closed(self) -> bool:
+        """Both output streams have ended (the program and whatever held its pipes are gone)."""
+        return not any(reader.is_alive() for reader in self._readers)
+
+    @property
+    def finished(self) -> bool:
+        """The program has exited and every line of its output has been taken by lines()."""
+        return self.returncode is not None and self.output_closed and self._queue.empty()
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit status once the program has exited, or None if it is still running after
+        timeout seconds."""
+        try:
+            return self._popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 5.0) -> int:
+        """Stop the program and everything it started: SIGINT to its process group, then SIGTERM,
+        then SIGKILL, `grace` seconds apart; then kill what is left of its group and tree.
+        Waits for it; safe to call again (and after it exited on its own)."""
+        with self._stop_lock:
+            if not self._stopped:
+                tree = self._tree()
+                if self._popen.poll() is None:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        self._signal_group(sig)
+                        if self.wait(grace) is not None:
+                            break
+                    else:
+                        self._signal_group(signal.SIGKILL)
+                        self._popen.wait()
+                self._sweep(tree)
+                self._stopped = True
+                for reader in self._readers:
+                    reader.join(timeout=2)
+            return self._popen.wait()
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def _sweep(self, tree: list[psutil.Process]) -> None:
+        """Kill what outlived the program: the descendants seen before stopping it (even those
+        that left its process group) and every process still in its group."""
+        left = [p for p in tree if p.is_running()]
+        left += self._tree()
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if (process.pid != self.pid and os.getpgid(process.pid) == self.pid
+                        and process.create_time() >= self.started_at - 1):  # fmt: skip
+                    left.append(process)
+            except (OSError, psutil.Error):
+                continue
+        unique = {p.pid: p for p in left}.values()
+        for process in unique:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(list(unique), timeout=2)
+
+    def __enter__(self) -> LaunchedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def exit_status(returncode: int) -> int:
+    """A program's returncode as a shell reports it: 128 + N when killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode

@@ -1,0 +1,269 @@
+"""`llama-wizard run`: launch llama-completion (or llama-server) from the plan and stream it.
+
+Only argparse and the option helpers are imported at module level, so registering the
+subcommand keeps `llama-wizard --help` fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+from tui.options import gpu_list
+
+if TYPE_CHECKING:
+    from tui.launch import LaunchSpec
+
+EXIT_ERROR, EXIT_USAGE = 1, 2
+POLL_SECONDS = 0.1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `run` on the top-level parser's subcommands."""
+    parser = subparsers.add_parser(
+        "run",
+        help="launch llama-completion (or llama-server) with the plan's flags and environment",
+        description=(
+            "Launch the built llama-completion (or, with --server, llama-server) with the plan's "
+            "model, flags and GPU environment, and stream its output. Ctrl-C stops it and "
+            "everything it started. The exit status is the program's. Arguments after `--` go "
+            "to the program."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON lines (events)")
+    parser.add_argument(
+        "--server", action="store_true", help="run llama-server instead of llama-completion"
+    )
+    parser.add_argument(
+        "--prompt", metavar="P", help="the prompt to complete (default: 'The capital of France is')"
+    )
+    parser.add_argument(
+        "-n",
+        "--n-predict",
+        type=_positive_int,
+        default=128,
+        metavar="N",
+        help="tokens to generate (default: 128)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", metavar="H", help="llama-server's address (127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8080, metavar="P", help="llama-server's port (8080)"
+    )
+    # Not given here: whatever was given before `run` (the wizard's own options) holds.
+    unset = argparse.SUPPRESS
+    parser.add_argument(
+        "--model",
+        default=unset,
+        metavar="M",
+        help="run this model (GGUF path, URL or owner/repo[:QUANT]; default: the plan's)",
+    )
+    parser.add_argument("--quant", default=unset, metavar="Q", help="run this quant (Q4_K_M)")
+    parser.add_argument(
+        "--ctx", default=unset, type=_positive_int, metavar="N", help="context size in tokens"
+    )
+    parser.add_argument(
+        "--flake",
+        default=unset,
+        metavar="REF",
+        help="the llama.cpp flake (default: this directory if it holds one, else "
+        "github:ggml-org/llama.cpp)",
+    )
+    parser.add_argument("--output", metavar="NAME", help="run this flake output's build")
+    parser.add_argument(
+        "--gpu",
+        default=unset,
+        metavar="N[,N]",
+        type=gpu_list,
+        help="use these GPUs (indices from `detect`)",
+    )
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+class Output:
+    """Where events go: JSON lines on stdout, or the program's own streams as plain text."""
+
+    def __init__(self, json_mode: bool, out: IO[str], err: IO[str]) -> None:
+        self.json_mode, self.out, self.err = json_mode, out, err
+
+    def emit(self, event: str, **data: Any) -> None:
+        if self.json_mode:
+            self.out.write(json.dumps({"event": event, **data}) + "\n")
+            self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A line of ours (not the program's): stderr in plain mode, nothing in JSON mode."""
+        if not self.json_mode:
+            print(text, file=self.err, flush=True)
+
+    def line(self, stream: str, line: str) -> None:
+        if self.json_mode:
+            self.emit("output", stream=stream, line=line)
+        else:
+            print(line, file=self.out if stream == "stdout" else self.err, flush=True)
+
+
+def run_spec(
+    spec: LaunchSpec,
+    output: Output,
+    *,
+    url: str | None = None,
+    simulated: str | None = None,
+    grace: float = 5.0,
+) -> int:
+    """Start the program, stream it to the end, stop it (and its tree) on Ctrl-C, SIGTERM or
+    SIGHUP. Returns the program's exit status (128 + N when a signal N ended it)."""
+    from tui.launch import LaunchedProcess, Timing, exit_status, parse_timing
+
+    signals: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        del frame
+        signals.append(signum)
+
+    handled = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+    process = None
+    try:
+        process = LaunchedProcess.start(spec)
+        output.emit(
+            "started",
+            argv=spec.display_argv(),
+            pid=process.pid,
+            program=spec.program,
+            command=spec.shell_command(),
+            **({"simulated": simulated} if simulated else {}),
+        )
+        output.note(f"$ {spec.shell_command()}")
+        if simulated:
+            output.note(
+                f"(simulated hardware: {simulated}; the program runs on this machine's GPUs, "
+                "if any)"
+            )
+        if url:
+            output.emit("url", url=url)
+            output.note(f"llama-server: {url} (Ctrl-C stops it)")
+        timing = Timing()
+        stopping = False
+        while not process.finished:
+            if signals and not stopping:
+                stopping = True
+                output.emit("stopping", signal=signal.Signals(signals[0]).name)
+                output.note(f"stopping {spec.program}…")
+                process.stop(grace)
+            for stream, line in process.lines(POLL_SECONDS):
+                output.line(stream, line)
+                if parse_timing(line, timing):
+                    output.emit("timing", **timing.to_json())
+                if url and "server is listening on" in line:
+                    output.emit("listening", line=line)
+                    output.note(f"llama-server is up: {url}")
+        returncode = process.stop(grace)
+        status = exit_status(returncode)
+        output.emit("exited", returncode=returncode, status=status, timing=timing.to_json())
+        if timing.prompt_tokens_per_second or timing.generation_tokens_per_second:
+            output.note(_timing_summary(timing))
+        return status
+    finally:
+        if process is not None:
+            process.stop(grace)  # no-op once stopped; also when our own output pipe broke
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _timing_summary(timing: Any) -> str:
+    def rate(value: float | None) -> str:
+        return "?" if value is None else f"{value:.1f} tokens/s"
+
+    return (
+        f"prompt: {rate(timing.prompt_tokens_per_second)}, "
+        f"generation: {rate(timing.generation_tokens_per_second)}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from detect.errors import ActionableError
+    from detect.inventory import detect
+    from tui.launch import launch_spec, server_url
+    from tui.machine import open_machine
+    from tui.plan import make_plan
+
+    output = Output(args.json, sys.stdout, sys.stderr)
+    extra = list(args.extra or [])
+    if extra and extra[0] != "--":
+        print(
+            f"llama-wizard run: unexpected argument {extra[0]!r}; arguments for the program go "
+            "after `--` (llama-wizard run -- --temp 0.2)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    extra = extra[1:]
+    program = "llama-server" if args.server else "llama-completion"
+    with open_machine(args.root, args.simulate) as machine:
+        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
+        inventory.simulated = machine.simulated
+        try:
+            plan = make_plan(
+                machine,
+                inventory,
+                flake_ref=getattr(args, "flake", None),
+                output=args.output,
+                gpu_indices=getattr(args, "gpu", None),
+                model=getattr(args, "model", None),
+                quant=getattr(args, "quant", None),
+                ctx=getattr(args, "ctx", None),
+            )
+            spec = launch_spec(
+                plan,
+                program=program,
+                prompt=args.prompt,
+                n_predict=args.n_predict,
+                host=args.host,
+                port=args.port,
+                extra_args=extra,
+            )
+        except ActionableError as error:
+            output.emit("error", message=error.message, fix=error.fix)
+            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            return EXIT_ERROR
+    for warning in plan.warnings + plan.build.warnings:
+        output.emit("warning", code=warning.code, message=warning.message, fix=warning.fix)
+        output.note(f"warning: {warning.message} {warning.fix}")
+    url = server_url(args.host, args.port) if args.server else None
+    try:
+        return run_spec(spec, output, url=url, simulated=machine.simulated, grace=grace_seconds())
+    except ActionableError as error:
+        output.emit("error", message=error.message, fix=error.fix)
+        print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def grace_seconds() -> float:
+    """How long stopping waits between SIGINT, SIGTERM and SIGKILL: 5 s, or
+    LLAMA_WIZARD_CANCEL_GRACE (the same setting as for cancelling a build)."""
+    try:
+        return max(0.1, float(os.environ.get("LLAMA_WIZARD_CANCEL_GRACE", "5")))
+    except ValueError:
+        return 5.0
