@@ -37,18 +37,41 @@ Bare().run()
 def time_to_screen(command: list[str], marker: str, timeout: float = 20.0) -> float:
     session = f"lw-start-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
-                    "-e", "TERM=xterm-256color", shlex.join(command)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "tmux",
+            "-L",
+            session,
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-e",
+            "TERM=xterm-256color",
+            shlex.join(command),
+        ],
+        check=True,
+    )
     try:
         while time.perf_counter() - started < timeout:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
-                                    capture_output=True, text=True, check=False).stdout  # fmt: skip
+            screen = subprocess.run(
+                ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
             if marker in screen:
                 return time.perf_counter() - started
             time.sleep(0.01)
         raise TimeoutError(f"{command[0]} showed no {marker!r} within {timeout} s")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+        subprocess.run(
+            ["tmux", "-L", session, "kill-session", "-t", session], capture_output=True, check=False
+        )
 
 
 def main() -> int:
@@ -70,10 +93,14 @@ def main() -> int:
     ratio = wizard_median / bare_median
     under_second = wizard_median < 1.0
     within = ratio <= 1.5
-    print(f"llama-wizard to first screen: median {wizard_median * 1000:.0f} ms "
-          f"(target < 1000 ms: {'met' if under_second else 'MISSED'})")  # fmt: skip
-    print(f"bare Textual app: median {bare_median * 1000:.0f} ms; ratio {ratio:.2f} "
-          f"(target <= 1.5: {'met' if within else 'MISSED'})")  # fmt: skip
+    print(
+        f"llama-wizard to first screen: median {wizard_median * 1000:.0f} ms "
+        f"(target < 1000 ms: {'met' if under_second else 'MISSED'})"
+    )
+    print(
+        f"bare Textual app: median {bare_median * 1000:.0f} ms; ratio {ratio:.2f} "
+        f"(target <= 1.5: {'met' if within else 'MISSED'})"
+    )
     return 0 if under_second and within else 1
 
 

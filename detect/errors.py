@@ -12,3 +12,7 @@ class ActionableError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n{self.fix}"
+
+
+class ProfileError(ValueError):
+    """A bundled hardware profile that does not exist or cannot be read (`--simulate`)."""

@@ -30,11 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detect.errors import ProfileError
+
 _HEADER_LINE = re.compile(r"^(# (source|note|derived|fields):|\$ )")
-
-
-class ProfileError(ValueError):
-    """A profile that does not exist or cannot be read."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 if TYPE_CHECKING:
     from tui.app import WizardApp
@@ -28,11 +28,12 @@ class StepBar(Static):
     """The steps in a row, the current one marked."""
 
     def __init__(self, current: str) -> None:
+        # The app's name leads the bar: no Header row, one more line for content at 80x24.
         parts = []
         for number, step in enumerate(STEPS, 1):
             title = f"{number} {STEP_TITLES[step]}"
-            parts.append(f"[reverse] {title} [/reverse]" if step == current else title)
-        super().__init__(" › ".join(parts), id="step-bar")
+            parts.append(f"[reverse] {title} [/reverse]" if step == current else f" {title} ")
+        super().__init__("[b]llama-wizard[/b] │" + "".join(parts), id="step-bar")
 
 
 class WizardStep(Screen[None]):
@@ -56,7 +57,6 @@ class WizardStep(Screen[None]):
         return self.wizard.state
 
     def compose_header(self) -> ComposeResult:
-        yield Header()
         if self.state.simulated:
             yield Static(f"SIMULATED machine: {self.state.simulated}", id="simulated")
         yield StepBar(self.STEP)

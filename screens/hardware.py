@@ -12,7 +12,7 @@ from textual.widgets.selection_list import Selection
 
 from detect.model import Gpu, Inventory
 from screens.base import WizardStep
-from tui.render import gpu_architecture, gpu_memory, human_bytes, short_bus_id
+from tui.format import gpu_architecture, gpu_memory, human_bytes, short_bus_id
 
 SOURCES = ("sysfs", "rocminfo", "nvidia-smi", "host")
 

@@ -15,7 +15,7 @@ from detect.errors import ActionableError
 from models.catalogue import load_catalogue
 from models.choose import FitReport, choice_from_report
 from screens.base import WizardStep
-from tui.render import human_bytes
+from tui.format import human_bytes
 from tui.widgets import LEGEND, memory_bar, verdict_badge
 
 MIN_CTX, MAX_CTX = 512, 1 << 20
@@ -111,7 +111,7 @@ class ModelScreen(WizardStep):
                 human_bytes(estimate.free_bytes) if estimate.free_bytes >= 0 else "-",
                 verdict_badge(estimate.verdict),
                 str(estimate.max_ctx or "-"),
-                memory_bar(estimate),
+                memory_bar(estimate, width=12 if self.app.size.width < 100 else 24),
                 key=candidate.quant,
             )
         quants = [c.quant for c in report.source.candidates]
@@ -120,7 +120,8 @@ class ModelScreen(WizardStep):
             table.move_cursor(row=index)
             self._choose(report, index)
         self._status(
-            f"{report.source.name}: {len(quants)} quants on {human_bytes(report.memory_bytes)} "
+            f"{report.source.name}: {len(quants)} quant{'s' if len(quants) != 1 else ''} on "
+            f"{human_bytes(report.memory_bytes)} "
             f"at {report.ctx} tokens" + ("" if not report.notes else f"\n{report.notes[0]}")
         )
 

@@ -59,10 +59,28 @@ def test_real_terminal_start_and_quit() -> None:
     command = shlex.join([wizard_executable(), "--simulate", "2x-mi50"])
     env = dict(os.environ, TERM="xterm-256color")
     # A running tmux server hands new sessions its own environment: pass ours explicitly.
-    passed = [arg for key in ("PATH", "TERM", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
-              if key in env for arg in ("-e", f"{key}={env[key]}")]  # fmt: skip
+    passed = [
+        arg
+        for key in ("PATH", "TERM", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
+        if key in env
+        for arg in ("-e", f"{key}={env[key]}")
+    ]
     subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24", *passed, command],
+        [
+            "tmux",
+            "-L",
+            session,
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            *passed,
+            command,
+        ],
         check=True,
         env=env,
     )
@@ -71,22 +89,32 @@ def test_real_terminal_start_and_quit() -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             screen = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session],
-                capture_output=True, text=True, check=False,
-            ).stdout  # fmt: skip
+                ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
             if "gfx906" in screen:
                 break
             time.sleep(0.2)
         assert "gfx906" in screen, screen
         assert "SIMULATED" in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            alive = subprocess.run(["tmux", "has-session", "-t", session],
-                                   capture_output=True, check=False).returncode == 0  # fmt: skip
+            alive = (
+                subprocess.run(
+                    ["tmux", "-L", session, "has-session", "-t", session],
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                == 0
+            )
             if not alive:
                 break
             time.sleep(0.1)
         assert not alive, "the wizard did not quit on q"
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+        subprocess.run(
+            ["tmux", "-L", session, "kill-session", "-t", session], capture_output=True, check=False
+        )

@@ -83,8 +83,12 @@ def test_build_with_a_dependency_and_step_counter(flake, state_dir, tmp_path) ->
     out_link = str(tmp_path / "result-default")
     path = Path(flake) / "flake.nix"  # fresh derivations, so Nix really builds both
     path.write_text(path.read_text().replace('"ggml-deps"', f'"ggml-deps-{uuid.uuid4().hex[:6]}"'))
-    record = start_build(["nix", "build", f"{flake}#default", "--out-link", out_link],
-                         "default", state_dir, out_link=out_link)  # fmt: skip
+    record = start_build(
+        ["nix", "build", f"{flake}#default", "--out-link", out_link],
+        "default",
+        state_dir,
+        out_link=out_link,
+    )
     record, progress = build_to_end(record)
     assert record.status == "succeeded", Path(record.text_log).read_text()
     assert progress.builds_done == 2 and progress.builds_expected == 2
@@ -111,8 +115,9 @@ def test_failed_build_keeps_its_log_and_says_why(flake, state_dir) -> None:
     assert "simulated compiler failure" in Path(report.log_path).read_text()
     assert report.nix_log_command.startswith("nix log /nix/store/")
     # `nix log` really has the log (Nix keeps failed builds' logs too).
-    shown = subprocess.run(report.nix_log_command.split(), capture_output=True, text=True,
-                           check=False)  # fmt: skip
+    shown = subprocess.run(
+        report.nix_log_command.split(), capture_output=True, text=True, check=False
+    )
     assert "simulated compiler failure" in shown.stdout
 
 
@@ -128,8 +133,11 @@ def test_cancel_stops_the_whole_tree_and_keeps_the_log(flake, state_dir) -> None
     final = wait_finished(running, timeout=30)
     assert final.status == "cancelled", final
     time.sleep(0.3)
-    alive = [pid for pid in tree if psutil.pid_exists(pid)
-             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+    alive = [
+        pid
+        for pid in tree
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == [], alive
     assert leftovers(running.directory) == [] and leftovers("llama-cpp-slow") == []
     assert "[1/600]" in Path(final.text_log).read_text()
@@ -151,10 +159,17 @@ def test_two_builds_of_one_output_never_run_at_once(flake, state_dir) -> None:
 def test_a_build_whose_process_vanished_is_reported_lost(state_dir) -> None:
     directory = state_dir / "builds" / "ghost"
     directory.mkdir(parents=True)
-    BuildRecord(slug="ghost", output="ghost", argv=["nix", "build"], directory=str(directory),
-                raw_log=str(directory / "x.nixlog"), text_log=str(directory / "x.log"),
-                started="2026-01-01T00:00:00", status="running",
-                supervisor_pid=2**22 + 12345).save()  # fmt: skip
+    BuildRecord(
+        slug="ghost",
+        output="ghost",
+        argv=["nix", "build"],
+        directory=str(directory),
+        raw_log=str(directory / "x.nixlog"),
+        text_log=str(directory / "x.log"),
+        started="2026-01-01T00:00:00",
+        status="running",
+        supervisor_pid=2**22 + 12345,
+    ).save()
     record = find_build(state_dir, "ghost")
     assert record.status == "lost" and "restarted" in record.note
 
@@ -166,18 +181,28 @@ def _cli_env(state_dir: Path) -> dict[str, str]:
 def test_cli_detach_then_reattach_and_ctrl_c(flake, state_dir, tmp_path) -> None:
     unique_slow(flake)
     env = _cli_env(state_dir)
-    base = [wizard_executable(), "build", "slow", "--flake", flake, "--simulate", "no-gpu",
-            "--json"]  # fmt: skip
-    detached = subprocess.run([*base, "--detach"], capture_output=True, text=True, env=env,
-                              timeout=60, check=False)  # fmt: skip
+    base = [
+        wizard_executable(),
+        "build",
+        "slow",
+        "--flake",
+        flake,
+        "--simulate",
+        "no-gpu",
+        "--json",
+    ]
+    detached = subprocess.run(
+        [*base, "--detach"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert detached.returncode == 0, detached.stderr
     started = json.loads(detached.stdout.splitlines()[0])
     assert started["event"] == "started"
     supervisor = started["pid"]
     assert psutil.pid_exists(supervisor)
     # A second command finds the running build and follows it from its log.
-    follower = subprocess.Popen(base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)  # fmt: skip
+    follower = subprocess.Popen(
+        base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     assert follower.stdout is not None
     first = json.loads(follower.stdout.readline())
     assert first["event"] == "attached" and first["pid"] == supervisor
@@ -203,14 +228,36 @@ def test_cli_detach_then_reattach_and_ctrl_c(flake, state_dir, tmp_path) -> None
 def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
     unique_slow(flake)
     session = f"lw-build-{uuid.uuid4().hex[:8]}"
-    command = shlex.join([wizard_executable(), "build", "slow", "--flake", flake,
-                          "--simulate", "no-gpu"])  # fmt: skip
+    command = shlex.join(
+        [wizard_executable(), "build", "slow", "--flake", flake, "--simulate", "no-gpu"]
+    )
     # A running tmux server hands new sessions its own environment: pass ours explicitly.
     env = dict(os.environ, XDG_STATE_HOME=str(state_dir), TERM="xterm-256color")
-    passed = [arg for key in ("NIX_CONFIG", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PATH", "TERM")
-              if key in env for arg in ("-e", f"{key}={env[key]}")]  # fmt: skip
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
-                    *passed, command], check=True, env=env)  # fmt: skip
+    passed = [
+        arg
+        for key in ("NIX_CONFIG", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PATH", "TERM")
+        if key in env
+        for arg in ("-e", f"{key}={env[key]}")
+    ]
+    subprocess.run(
+        [
+            "tmux",
+            "-L",
+            session,
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            *passed,
+            command,
+        ],
+        check=True,
+        env=env,
+    )
     record = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -220,11 +267,15 @@ def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
         time.sleep(0.2)
     assert record is not None and record.status == "running"
     time.sleep(1.5)
-    screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                            text=True, check=False).stdout  # fmt: skip
+    screen = subprocess.run(
+        ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     assert "Derivations" in screen and "slow" in screen, screen
     # The SSH session drops: the terminal and everything in its session get SIGHUP.
-    subprocess.run(["tmux", "kill-session", "-t", session], check=True)
+    subprocess.run(["tmux", "-L", session, "kill-session", "-t", session], check=True)
     time.sleep(1.0)
     still = find_build(state_dir / "llama-wizard", "slow")
     assert still.status == "running" and psutil.pid_exists(still.supervisor_pid)
@@ -237,8 +288,12 @@ def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
 def test_cli_success_prints_the_out_path_last(flake, state_dir) -> None:
     result = subprocess.run(
         [wizard_executable(), "build", "rocm-gfx906", "--flake", flake, "--simulate", "2x-mi50"],
-        capture_output=True, text=True, env=_cli_env(state_dir), timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=_cli_env(state_dir),
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("/nix/store/") and last.endswith("llama-cpp-rocm-gfx906-0.0.0")
@@ -249,8 +304,12 @@ def test_cli_success_prints_the_out_path_last(flake, state_dir) -> None:
 def test_cli_failure_exit_status_and_report(flake, state_dir) -> None:
     result = subprocess.run(
         [wizard_executable(), "build", "fails", "--flake", flake, "--simulate", "no-gpu"],
-        capture_output=True, text=True, env=_cli_env(state_dir), timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=_cli_env(state_dir),
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1
     assert "failing derivation" in result.stderr and "nix log" in result.stderr
     assert "simulated compiler failure" in result.stderr

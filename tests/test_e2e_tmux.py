@@ -23,16 +23,49 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="scripts/te
 class Terminal:
     def __init__(self, command: list[str], env: dict[str, str], size=(120, 45)) -> None:
         self.session = f"lw-e2e-{uuid.uuid4().hex[:8]}"
-        passed = [a for key in ("PATH", "NIX_CONFIG", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-                                "XDG_STATE_HOME", "XDG_DATA_HOME", "HOME")
-                  if key in env for a in ("-e", f"{key}={env[key]}")]  # fmt: skip
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(size[0]),
-                        "-y", str(size[1]), "-e", "TERM=xterm-256color", *passed,
-                        shlex.join(command)], check=True, env=env)  # fmt: skip
+        passed = [
+            a
+            for key in (
+                "PATH",
+                "NIX_CONFIG",
+                "XDG_CONFIG_HOME",
+                "XDG_CACHE_HOME",
+                "XDG_STATE_HOME",
+                "XDG_DATA_HOME",
+                "HOME",
+            )
+            if key in env
+            for a in ("-e", f"{key}={env[key]}")
+        ]
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                self.session,
+                "new-session",
+                "-d",
+                "-s",
+                self.session,
+                "-x",
+                str(size[0]),
+                "-y",
+                str(size[1]),
+                "-e",
+                "TERM=xterm-256color",
+                *passed,
+                shlex.join(command),
+            ],
+            check=True,
+            env=env,
+        )
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
-                              capture_output=True, text=True, check=False).stdout  # fmt: skip
+        return subprocess.run(
+            ["tmux", "-L", self.session, "capture-pane", "-p", "-t", self.session],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
 
     def wait_for(self, text: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
@@ -45,15 +78,26 @@ class Terminal:
         raise AssertionError(f"{text!r} never appeared; the screen:\n{screen}")
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.session, *keys], check=True)
+        subprocess.run(
+            ["tmux", "-L", self.session, "send-keys", "-t", self.session, *keys], check=True
+        )
 
     def alive(self) -> bool:
-        return subprocess.run(["tmux", "has-session", "-t", self.session],
-                              capture_output=True, check=False).returncode == 0  # fmt: skip
+        return (
+            subprocess.run(
+                ["tmux", "-L", self.session, "has-session", "-t", self.session],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True,
-                       check=False)  # fmt: skip
+        subprocess.run(
+            ["tmux", "-L", self.session, "kill-session", "-t", self.session],
+            capture_output=True,
+            check=False,
+        )
 
 
 def test_simulated_mi50s_through_build_and_launch(tmp_path: Path) -> None:

@@ -46,6 +46,8 @@ def _screen_for(step: str) -> Screen[None]:
 class WizardApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "llama-wizard"
+    # Screens lay themselves out differently below 100 columns (the 80x24 SSH terminal).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
     BINDINGS = [  # noqa: RUF012 - Textual's declared class attribute
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
     ]

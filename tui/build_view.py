@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nix.events import BuildProgress, RunningBuild
-from tui.render import human_bytes
+from tui.format import human_bytes
 
 
 def clock(seconds: float) -> str:

@@ -16,7 +16,9 @@ from tui.options import add_machine_options, gpu_list
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without `with_commands`, only the wizard's own options (the
+    bare `llama-wizard` parses faster, so its first screen comes up sooner)."""
     parser = argparse.ArgumentParser(
         prog="llama-wizard",
         description=(
@@ -28,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llama-wizard {__version__}")
     add_machine_options(parser, top_level=True)
     add_wizard_options(parser)
+    if not with_commands:
+        parser.set_defaults(command=None)
+        return parser
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     detect = commands.add_parser(
         "detect",
@@ -109,12 +114,10 @@ def _list_profiles() -> int:
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    from detect.inventory import detect
     from tui.machine import open_machine
 
     with open_machine(args.root, args.simulate) as machine:
-        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
-        inventory.simulated = machine.simulated
+        inventory = machine.detect(args.timeout)
     if args.json:
         json.dump(inventory.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -126,7 +129,6 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from detect.inventory import detect
     from models.errors import ModelError
     from nix.errors import NixError
     from nix.recommend import ChoiceError
@@ -134,8 +136,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     from tui.plan import make_plan
 
     with open_machine(args.root, args.simulate) as machine:
-        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
-        inventory.simulated = machine.simulated
+        inventory = machine.detect(args.timeout)
         try:
             plan = make_plan(
                 machine,
@@ -163,7 +164,6 @@ def _run_plan(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from detect.inventory import detect
     from nix.errors import NixError
     from nix.recommend import ChoiceError
     from tui.build_cli import run_build
@@ -172,8 +172,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
     gpus = gpu_list(args.gpu) if args.gpu else None
     with open_machine(args.root, args.simulate) as machine:
-        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
-        inventory.simulated = machine.simulated
+        inventory = machine.detect(args.timeout)
         try:
             plan = make_plan(
                 machine, inventory, flake_ref=args.flake, output=args.output, gpu_indices=gpus
@@ -239,8 +238,12 @@ def _run_wizard(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # A word that is not an option (a command, or a typo of one) or a request for help needs the
+    # full parser; the bare wizard with options only does not.
+    options_only = all(a.startswith("-") and a not in ("-h", "--help") for a in arguments)
+    parser = build_parser(with_commands=not options_only)
+    args = parser.parse_args(arguments)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
     if args.simulate == "list":
@@ -251,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backup = reset_settings()
         what = f"kept as {backup}" if backup else "there were none"
         print(f"Forgot the saved choices ({settings_path()}; {what}).", file=sys.stderr)
-    from detect.simulate import ProfileError
+    from detect.errors import ProfileError
 
     try:
         if args.command == "detect":

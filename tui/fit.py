@@ -10,20 +10,10 @@ import json
 import sys
 from typing import Any
 
-from tui.options import gpu_list
+from tui.options import gpu_list, positive_int
 
 EXIT_USAGE = 2
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,7 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--quant", metavar="Q", help="only this quant (e.g. Q4_K_M)")
     parser.add_argument(
         "--ctx",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="context size in tokens (default: 32768, or the model's training context if smaller)",
     )
@@ -97,7 +87,7 @@ def _write_json(document: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect.simulate import ProfileError
+    from detect.errors import ProfileError
     from models.errors import ModelError
 
     try:
@@ -152,13 +142,12 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
             parse_size("")
         names = [f"--vram #{i + 1}" if len(sizes) > 1 else "--vram" for i in range(len(sizes))]
         return [Device(name, size) for name, size in zip(names, sizes, strict=True)], None, None
-    from detect.inventory import detect
     from nix.recommend import default_gpus
     from tui.machine import open_machine
 
     timeout = getattr(args, "timeout", None) or 10.0
     with open_machine(getattr(args, "root", None), getattr(args, "simulate", None)) as machine:
-        inventory = detect(machine.root, timeout=timeout, env=machine.env)
+        inventory = machine.detect(timeout)
         simulated = machine.simulated
     if args.gpu:
         by_index = {g.index: g for g in inventory.gpus}

@@ -7,9 +7,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from detect.simulate import load_profile, materialize
 from detect.sysroot import SystemRoot
+
+if TYPE_CHECKING:
+    from detect.model import Inventory
 
 
 @dataclass(frozen=True)
@@ -18,11 +21,21 @@ class Machine:
     env: dict[str, str]
     simulated: str | None = None
 
+    def detect(self, timeout: float = 10.0) -> Inventory:
+        """This machine's inventory, marked as simulated when it is."""
+        from detect.inventory import detect
+
+        inventory = detect(self.root, timeout=timeout, env=self.env)
+        inventory.simulated = self.simulated
+        return inventory
+
 
 @contextlib.contextmanager
 def open_machine(root: str | None = None, simulate: str | None = None) -> Iterator[Machine]:
     """The machine to detect. A simulated one lives in a temporary directory for the duration."""
     if simulate:
+        from detect.simulate import load_profile, materialize
+
         profile = load_profile(simulate)
         with tempfile.TemporaryDirectory(prefix="llama-wizard-sim-") as directory:
             machine = materialize(profile, directory)

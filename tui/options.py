@@ -19,6 +19,16 @@ def gpu_list(text: str) -> list[int]:
     return indices
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
 def add_machine_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
     # A subcommand's copy must not overwrite a value given before the subcommand's name, so
     # only the top-level parser has defaults.

@@ -444,12 +444,8 @@ class PlainWizard:
 
     def detect(self) -> Inventory:
         if self.inventory is None:
-            from detect.inventory import detect
-
             self.say("Detecting the GPUs, CPU and RAM…")
-            inventory = detect(self.machine.root, timeout=self.timeout, env=self.machine.env)
-            inventory.simulated = self.machine.simulated
-            self.inventory = inventory
+            self.inventory = self.machine.detect(self.timeout)
         return self.inventory
 
     def recommended_gpus(self) -> list[int]:

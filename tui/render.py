@@ -10,47 +10,22 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from detect.model import Gpu, Inventory
+from detect.model import DetectionWarning, Gpu, Inventory
+from tui.format import gpu_architecture, gpu_free, gpu_memory, human_bytes, short_bus_id
 
 if TYPE_CHECKING:
+    from nix.recommend import PlanWarning
     from tui.plan import Plan
 
 
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit in ("B", "KiB") else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"
-
-
-def gpu_architecture(gpu: Gpu) -> str:
-    if gpu.gfx_target:
-        return gpu.gfx_target
-    if gpu.compute_capability:
-        return f"CC {gpu.compute_capability}"
-    return "-"
-
-
-def gpu_memory(gpu: Gpu) -> str:
-    """Total memory llama.cpp can use on the device; an APU's counts its GTT too."""
-    if gpu.integrated and gpu.gtt_total_bytes and gpu.memory_usable_bytes:
-        return f"{human_bytes(gpu.memory_usable_bytes)} (+GTT)"
-    return human_bytes(gpu.memory_usable_bytes or gpu.vram_total_bytes)
-
-
-def gpu_free(gpu: Gpu) -> str:
-    return human_bytes(gpu.memory_free_bytes) if gpu.memory_free_bytes is not None else "?"
-
-
-def short_bus_id(bus_id: str | None) -> str:
-    """03:00.0 for the usual PCI domain 0; the full address otherwise."""
-    if not bus_id:
-        return "-"
-    return bus_id[5:] if bus_id.startswith("0000:") else bus_id
+def warning_panel(warning: DetectionWarning | PlanWarning) -> Panel:
+    """Something to know, and the fix, as a yellow box."""
+    return Panel(
+        Text.assemble((warning.message, ""), "\n", ("Fix: ", "bold"), warning.fix),
+        title=f"warning: {warning.code}",
+        title_align="left",
+        border_style="yellow",
+    )
 
 
 def gpu_table(inventory: Inventory, wide: bool = True) -> Table:
@@ -106,14 +81,7 @@ def inventory_renderable(inventory: Inventory, width: int = 120) -> Group:
         )
     )
     for warning in inventory.warnings:
-        parts.append(
-            Panel(
-                Text.assemble((warning.message, ""), "\n", ("Fix: ", "bold"), warning.fix),
-                title=f"warning: {warning.code}",
-                title_align="left",
-                border_style="yellow",
-            )
-        )
+        parts.append(warning_panel(warning))
     return Group(*parts)
 
 
@@ -175,14 +143,7 @@ def plan_renderable(plan: Plan, banner: bool = True) -> Group:
             for alt in build.alternatives
         )
     for warning in [*plan.warnings, *build.warnings, *plan.inventory.warnings]:
-        parts.append(
-            Panel(
-                Text.assemble((warning.message, ""), "\n", ("Fix: ", "bold"), warning.fix),
-                title=f"warning: {warning.code}",
-                title_align="left",
-                border_style="yellow",
-            )
-        )
+        parts.append(warning_panel(warning))
     return Group(*parts)
 
 

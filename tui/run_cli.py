@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from tui.options import gpu_list
+from tui.options import gpu_list, positive_int
 
 if TYPE_CHECKING:
     from tui.launch import LaunchSpec
@@ -21,18 +21,8 @@ EXIT_ERROR, EXIT_USAGE = 1, 2
 POLL_SECONDS = 0.1
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
     return value
@@ -60,7 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "-n",
         "--n-predict",
-        type=_positive_int,
+        type=positive_int,
         default=128,
         metavar="N",
         help="tokens to generate (default: 128)",
@@ -81,7 +71,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--quant", default=unset, metavar="Q", help="run this quant (Q4_K_M)")
     parser.add_argument(
-        "--ctx", default=unset, type=_positive_int, metavar="N", help="context size in tokens"
+        "--ctx", default=unset, type=positive_int, metavar="N", help="context size in tokens"
     )
     parser.add_argument(
         "--flake",
@@ -205,7 +195,6 @@ def _timing_summary(timing: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from detect.errors import ActionableError
-    from detect.inventory import detect
     from tui.launch import launch_spec, server_url
     from tui.machine import open_machine
     from tui.plan import make_plan
@@ -222,8 +211,7 @@ def run(args: argparse.Namespace) -> int:
     extra = extra[1:]
     program = "llama-server" if args.server else "llama-completion"
     with open_machine(args.root, args.simulate) as machine:
-        inventory = detect(machine.root, timeout=args.timeout, env=machine.env)
-        inventory.simulated = machine.simulated
+        inventory = machine.detect(args.timeout)
         try:
             plan = make_plan(
                 machine,

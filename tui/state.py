@@ -40,12 +40,8 @@ class WizardState:
         return self.machine.simulated
 
     def detect(self) -> Inventory:
-        from detect.inventory import detect
-
-        inventory = detect(self.machine.root, timeout=self.timeout, env=self.machine.env)
-        inventory.simulated = self.machine.simulated
-        self.inventory = inventory
-        return inventory
+        self.inventory = self.machine.detect(self.timeout)
+        return self.inventory
 
     def recommended_gpus(self) -> list[Gpu]:
         from nix.recommend import default_gpus
