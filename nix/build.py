@@ -157,6 +157,17 @@ def find_build(state_dir: Path, output: str) -> BuildRecord | None:
     return record
 
 
+def running_builds(state_dir: Path) -> list[BuildRecord]:
+    """Every build under the state directory that is still running (from any session)."""
+    found = []
+    directory = builds_dir(state_dir)
+    for entry in sorted(directory.iterdir()) if directory.is_dir() else []:
+        record = find_build(state_dir, entry.name) if (entry / STATE_FILE).is_file() else None
+        if record is not None and not record.finished:
+            found.append(record)
+    return found
+
+
 def start_build(
     build_argv: list[str],
     output: str,

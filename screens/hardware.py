@@ -54,11 +54,14 @@ class HardwareScreen(WizardStep):
         from detect.inventory import merge, run_sources
 
         state = self.state
-        answered: list[str] = []
+        so_far: list = []
 
         def on_result(result) -> None:
-            answered.append(result.name)
-            self.app.call_from_thread(self.show_progress, list(answered))
+            # Each answer is shown at once: sysfs lists the GPUs before a slow tool has spoken.
+            so_far.append(result)
+            partial = merge(state.machine.root, list(so_far))
+            names = [r.name for r in so_far]
+            self.app.call_from_thread(self.show_partial, partial, names)
 
         results = run_sources(
             state.machine.root, timeout=state.timeout, env=state.machine.env, on_result=on_result
@@ -69,22 +72,16 @@ class HardwareScreen(WizardStep):
         state.plan = None  # the hardware may have changed: plan again
         self.app.call_from_thread(self.show_inventory, inventory)
 
-    def show_progress(self, answered: list[str]) -> None:
+    def show_partial(self, inventory: Inventory, answered: list[str]) -> None:
+        if self.state.inventory is not None:
+            return  # the final answer is already shown
         marks = "  ".join(f"{name} {'✓' if name in answered else '…'}" for name in SOURCES)
+        self._fill(inventory)
         self.query_one("#status", Static).update(f"Detecting: {marks}")
 
     def show_inventory(self, inventory: Inventory) -> None:
-        state = self.state
-        recommended = {g.index for g in state.recommended_gpus()}
-        saved = state.gpus if state.gpus is not None else state.settings.gpus
-        valid = {g.index for g in inventory.gpus}
-        wanted = set(saved) if saved and set(saved) <= valid else recommended
-        selection = self.query_one("#gpus", SelectionList)
-        selection.clear_options()
-        selection.add_options(
-            [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]
-        )
         count = len(inventory.gpus)
+        self._fill(inventory)
         if count:
             status = (
                 f"{count} GPU{'s' if count != 1 else ''} found. Space toggles a GPU; "
@@ -93,6 +90,24 @@ class HardwareScreen(WizardStep):
         else:
             status = "No GPU found: llama.cpp will run on the CPU."
         self.query_one("#status", Static).update(status)
+        selection = self.query_one("#gpus", SelectionList)
+        self._remember(list(selection.selected))
+        if count:
+            selection.focus()
+
+    def _fill(self, inventory: Inventory) -> None:
+        from nix.recommend import default_gpus
+
+        state = self.state
+        recommended = {g.index for g in default_gpus(inventory)[0]}
+        saved = state.gpus if state.gpus is not None else state.settings.gpus
+        valid = {g.index for g in inventory.gpus}
+        wanted = set(saved) if saved and set(saved) <= valid else recommended
+        selection = self.query_one("#gpus", SelectionList)
+        selection.clear_options()
+        selection.add_options(
+            [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]
+        )
         cpu = inventory.cpu
         self.query_one("#host", Static).update(
             f"CPU  {cpu.model} ({cpu.arch}), {cpu.cores} cores / {cpu.threads} threads\n"
@@ -102,9 +117,6 @@ class HardwareScreen(WizardStep):
         self.query_one("#warnings", Static).update(
             "\n".join(f"⚠ {w.message}\n  Fix: {w.fix}" for w in inventory.warnings)
         )
-        self._remember(list(selection.selected))
-        if count:
-            selection.focus()
 
     @on(SelectionList.SelectedChanged, "#gpus")
     def gpus_changed(self, event: SelectionList.SelectedChanged) -> None:

@@ -71,6 +71,22 @@ class ModelScreen(WizardStep):
         else:
             self.query_one("#spec", Input).value = spec
         self.load_model(spec, current.quant if current else None)
+        self.list_local_models()
+
+    @work(thread=True, group="local-models")
+    def list_local_models(self) -> None:
+        """GGUF files already on this machine (llama.cpp's and Hugging Face's caches)."""
+        from models.local import find_local_models
+
+        found = find_local_models()
+        if found:
+            self.app.call_from_thread(self._add_local, found)
+
+    def _add_local(self, found: list) -> None:
+        models = self.query_one("#models", OptionList)
+        for local in found:
+            label = f"Local: {local.path.name}"
+            models.add_option(Option(label, id=str(local.path)))
 
     @work(thread=True, exclusive=True, group="fit")
     def load_model(self, spec: str, preselect: str | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -133,5 +134,29 @@ def test_simulated_mi50s_through_build_and_launch(tmp_path: Path) -> None:
         while terminal.alive() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not terminal.alive(), "the wizard did not quit"
+    finally:
+        terminal.close()
+
+
+GREYS = {0, 7, 8, 15, 16, 59, 102, 145, 188, 231, *range(232, 256)}
+
+
+def test_no_color_terminal_gets_greys_only(tmp_path: Path) -> None:
+    """NO_COLOR: Textual turns every colour into grey; meaning must not hang on colour (the
+    current step is reversed, the memory bars use different glyphs)."""
+    env = dict(os.environ, NO_COLOR="1")
+    terminal = Terminal([wizard_executable(), "--simulate", "2x-mi50"], env, size=(100, 30))
+    try:
+        terminal.wait_for("2 GPUs found")
+        coloured = subprocess.run(
+            ["tmux", "-L", terminal.session, "capture-pane", "-p", "-e", "-t", terminal.session],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        palette = [int(n) for n in re.findall(r"\x1b\[(?:[0-9;]*;)?[34]8;5;(\d+)", coloured)]
+        assert palette, "expected the screen's greys in the capture"
+        assert set(palette) <= GREYS, sorted(set(palette) - GREYS)
+        assert not re.search(r"[34]8;2;", coloured)  # no true colour either
+        assert "\x1b[7m 1 Hardware" in coloured  # the current step, reversed
+        terminal.keys("q")
     finally:
         terminal.close()

@@ -143,3 +143,87 @@ async def test_choosing_another_output_replans_and_says_what_it_costs(tmp_path: 
         assert any("architectures" in cost for cost in build.costs)
         await pilot.press("q")
     assert Settings.load().output == "rocm"
+
+
+async def test_hardware_fills_in_before_a_slow_tool_answers(tmp_path: Path) -> None:
+    from detect.simulate import materialize
+    from detect.sysroot import SystemRoot
+    from tui.app import WizardApp
+    from tui.machine import Machine
+
+    box = materialize("rocminfo-hangs", tmp_path / "box")
+    app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="rocminfo-hangs"),
+                    timeout=3, settings=Settings())  # fmt: skip
+    async with app.run_test(size=(100, 30)) as pilot:
+        selection = app.screen.query_one("#gpus", SelectionList)
+        await wait_for(lambda: selection.option_count == 2, timeout=2.5)
+        status = str(app.screen.query_one("#status", Static).content)
+        assert "rocminfo …" in status and app.state.inventory is None  # still waiting on it
+        await settle(pilot)
+        assert app.state.inventory is not None
+        assert [w.code for w in app.state.inventory.warnings] == ["tool_timeout"]
+        await pilot.press("q")
+
+
+async def test_a_running_build_is_announced_and_can_be_followed(tmp_path: Path) -> None:
+    from nix.build import start_build
+
+    flake = fresh_variant(fixture_flake(tmp_path / "flake"), "slow")
+    record = start_build(["nix", "build", f"{flake}#slow"], "slow", state_dir())
+    try:
+        app = make_app(tmp_path, "no-gpu", flake=flake)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            assert [r.output for r in app.running] == ["slow"]
+            commands = [c.title for c in app.get_system_commands(app.screen)]
+            assert "Follow the running build" in commands
+            app.follow_running_build(app.running[0])
+            await pilot.pause()
+            view = app.screen.query_one(BuildView)
+            log = view.query_one("#build-log", Log)
+            await wait_for(lambda: any("[1/600]" in line for line in log.lines))
+            await pilot.press("c")
+            await wait_for(lambda: view.final is not None)
+            assert view.final.status == "cancelled"
+    finally:
+        request_cancel(read_record(record))
+        wait_finished(record, timeout=30)
+
+
+async def test_a_gguf_already_in_llama_cpp_s_cache_can_be_chosen(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from textual.widgets import OptionList
+
+    from tests.fixtures.models.gguf_helpers import llama_tensors, write_gguf
+
+    cache = tmp_path / "llama-cache"
+    cache.mkdir()
+    monkeypatch.setenv("LLAMA_CACHE", str(cache))
+    meta = {"block_count": 2, "context_length": 2048, "embedding_length": 64,
+            "attention.head_count": 8, "attention.head_count_kv": 2}  # fmt: skip
+    path = write_gguf(cache / "tiny-Q8_0.gguf", "llama", meta,
+                      llama_tensors(2, 64, 8, 2, 8, 64, 300), 300)  # fmt: skip
+    app = make_app(tmp_path, "2x-mi50")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await next_step(pilot)
+        await next_step(pilot)
+        models = app.screen.query_one("#models", OptionList)
+        await wait_for(lambda: _has_option(models, str(path)))
+        index = models.get_option_index(str(path))
+        models.highlighted = index
+        models.action_select()
+        await settle(pilot)
+        model = app.state.plan.model
+        assert model.repo == str(path) and model.quant == "Q8_0"
+        assert model.source_args() == ["-m", str(path)]
+        await pilot.press("q")
+
+
+def _has_option(options, option_id: str) -> bool:
+    try:
+        options.get_option(option_id)
+    except Exception:
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -61,6 +62,7 @@ class WizardApp(App[int]):
         )
         self.step = "hardware"
         self.launched = None  # the running llama.cpp process, stopped before quitting
+        self.running: list = []  # builds found running at start
 
     def get_default_screen(self) -> Screen:
         # The first step is the default screen itself: no blank screen to draw first.
@@ -71,6 +73,28 @@ class WizardApp(App[int]):
             self.sub_title = f"SIMULATED: {self.state.simulated}"
         for note in self.state.settings.notes:
             self.notify(note, severity="warning", timeout=10)
+        self.call_after_refresh(self.look_for_running_builds)
+
+    @work(thread=True, group="running-builds")
+    def look_for_running_builds(self) -> None:
+        """A build started before (by this wizard, another session or `llama-wizard build`)
+        may still be running: say so, and how to follow it."""
+        from nix.build import running_builds
+        from tui.plan import state_dir
+
+        self.running = running_builds(state_dir())
+        for record in self.running:
+            self.call_from_thread(
+                self.notify,
+                f"A build of {record.output} started {record.started} is still running. "
+                "ctrl+p → “Follow the running build” shows it.",
+                timeout=15,
+            )
+
+    def follow_running_build(self, record) -> None:
+        from screens.build import BuildScreen
+
+        self.push_screen(BuildScreen(record, f"Following the build of {record.output}"))
 
     # -- navigation -------------------------------------------------------------------------
 
@@ -148,6 +172,12 @@ class WizardApp(App[int]):
                 f"Go to step {number}: {STEP_TITLES[step]}",
                 f"Jump to the {STEP_TITLES[step]} step",
                 partial(self.goto, step),
+            )
+        for record in getattr(self, "running", []):
+            yield SystemCommand(
+                "Follow the running build",
+                f"Show the build of {record.output} started {record.started}",
+                partial(self.follow_running_build, record),
             )
         yield SystemCommand(
             "Reset saved choices",
