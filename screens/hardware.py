@@ -32,7 +32,7 @@ class HardwareScreen(WizardStep):
     def compose(self):  # type: ignore[override]
         yield from self.compose_header()
         yield Static("Detecting GPUs…", id="status")
-        yield SelectionList[int](id="gpus")
+        # The GPU list is mounted when the first source answers: the first paint stays light.
         yield Static("", id="host")
         yield Static("", id="warnings")
         yield from self.compose_footer()
@@ -90,10 +90,18 @@ class HardwareScreen(WizardStep):
         else:
             status = "No GPU found: llama.cpp will run on the CPU."
         self.query_one("#status", Static).update(status)
-        selection = self.query_one("#gpus", SelectionList)
+        selection = self._selection()
         self._remember(list(selection.selected))
         if count:
             selection.focus()
+
+    def _selection(self) -> SelectionList[int]:
+        found = self.query("#gpus")
+        if found:
+            return found.first(SelectionList)
+        selection: SelectionList[int] = SelectionList(id="gpus")
+        self.mount(selection, before=self.query_one("#host"))
+        return selection
 
     def _fill(self, inventory: Inventory) -> None:
         from nix.recommend import default_gpus
@@ -103,7 +111,7 @@ class HardwareScreen(WizardStep):
         saved = state.gpus if state.gpus is not None else state.settings.gpus
         valid = {g.index for g in inventory.gpus}
         wanted = set(saved) if saved and set(saved) <= valid else recommended
-        selection = self.query_one("#gpus", SelectionList)
+        selection = self._selection()
         selection.clear_options()
         selection.add_options(
             [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]

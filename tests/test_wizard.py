@@ -155,8 +155,12 @@ async def test_hardware_fills_in_before_a_slow_tool_answers(tmp_path: Path) -> N
     app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="rocminfo-hangs"),
                     timeout=3, settings=Settings())  # fmt: skip
     async with app.run_test(size=(100, 30)) as pilot:
-        selection = app.screen.query_one("#gpus", SelectionList)
-        await wait_for(lambda: selection.option_count == 2, timeout=2.5)
+
+        def listed() -> int:
+            found = app.screen.query("#gpus")
+            return found.first(SelectionList).option_count if found else 0
+
+        await wait_for(lambda: listed() == 2, timeout=2.5)
         status = str(app.screen.query_one("#status", Static).content)
         assert "rocminfo …" in status and app.state.inventory is None  # still waiting on it
         await settle(pilot)
@@ -174,6 +178,7 @@ async def test_a_running_build_is_announced_and_can_be_followed(tmp_path: Path) 
         app = make_app(tmp_path, "no-gpu", flake=flake)
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot)
+            await wait_for(lambda: bool(app.running), timeout=10)  # looked for after 0.5 s
             assert [r.output for r in app.running] == ["slow"]
             commands = [c.title for c in app.get_system_commands(app.screen)]
             assert "Follow the running build" in commands

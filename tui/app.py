@@ -73,7 +73,8 @@ class WizardApp(App[int]):
             self.sub_title = f"SIMULATED: {self.state.simulated}"
         for note in self.state.settings.notes:
             self.notify(note, severity="warning", timeout=10)
-        self.call_after_refresh(self.look_for_running_builds)
+        # Not urgent, and it must not compete with the first paint.
+        self.set_timer(0.5, self.look_for_running_builds)
 
     @work(thread=True, group="running-builds")
     def look_for_running_builds(self) -> None:
