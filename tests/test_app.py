@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
-import subprocess
-import time
-import uuid
 
 import pytest
 from textual.widgets import SelectionList, Static
 
 from detect.sysroot import SystemRoot
 from tests.helpers import wizard_executable
+from tests.terminal import Terminal
 from tests.wizard_helpers import settle
 from tui.app import WizardApp
 from tui.machine import Machine
@@ -55,66 +52,11 @@ async def test_warnings_show_their_fix(simulated) -> None:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/test")
 def test_real_terminal_start_and_quit() -> None:
     """The installed program in a real terminal (tmux), read from the screen."""
-    session = f"llama-wizard-{uuid.uuid4().hex[:8]}"
-    command = shlex.join([wizard_executable(), "--simulate", "2x-mi50"])
-    env = dict(os.environ, TERM="xterm-256color")
-    # A running tmux server hands new sessions its own environment: pass ours explicitly.
-    passed = [
-        arg
-        for key in ("PATH", "TERM", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
-        if key in env
-        for arg in ("-e", f"{key}={env[key]}")
-    ]
-    subprocess.run(
-        [
-            "tmux",
-            "-L",
-            session,
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "80",
-            "-y",
-            "24",
-            *passed,
-            command,
-        ],
-        check=True,
-        env=env,
-    )
+    terminal = Terminal([wizard_executable(), "--simulate", "2x-mi50"], dict(os.environ), (80, 24))
     try:
-        screen = ""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            screen = subprocess.run(
-                ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
-            if "gfx906" in screen:
-                break
-            time.sleep(0.2)
-        assert "gfx906" in screen, screen
+        screen = terminal.wait_for("gfx906", timeout=20)
         assert "SIMULATED" in screen
-        subprocess.run(["tmux", "-L", session, "send-keys", "-t", session, "q"], check=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            alive = (
-                subprocess.run(
-                    ["tmux", "-L", session, "has-session", "-t", session],
-                    capture_output=True,
-                    check=False,
-                ).returncode
-                == 0
-            )
-            if not alive:
-                break
-            time.sleep(0.1)
-        assert not alive, "the wizard did not quit on q"
+        terminal.keys("q")
+        assert terminal.wait_closed(), "the wizard did not quit on q"
     finally:
-        subprocess.run(
-            ["tmux", "-L", session, "kill-session", "-t", session], capture_output=True, check=False
-        )
+        terminal.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +28,7 @@ from nix.build import (
 from nix.events import BuildProgress
 from tests.helpers import wizard_executable
 from tests.nix_fixtures import fixture_flake, fresh_variant
+from tests.terminal import Terminal
 
 
 @pytest.fixture
@@ -58,7 +58,21 @@ def build_to_end(record: BuildRecord) -> tuple[BuildRecord, BuildProgress]:
     for batch in follow(record):
         for line in batch:
             progress.feed(line)
-    return read_record(record), progress
+    final = read_record(record)
+    wait_gone(final.supervisor_pid)
+    return final, progress
+
+
+def wait_gone(pid: int | None, timeout: float = 10) -> None:
+    """The supervisor writes its final state, then exits: give it the moment in between."""
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
 
 
 def wait_for_step(record: BuildRecord, timeout: float = 60) -> BuildProgress:
@@ -227,55 +241,23 @@ def test_cli_detach_then_reattach_and_ctrl_c(flake, state_dir, tmp_path) -> None
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/test")
 def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
     unique_slow(flake)
-    session = f"lw-build-{uuid.uuid4().hex[:8]}"
-    command = shlex.join(
-        [wizard_executable(), "build", "slow", "--flake", flake, "--simulate", "no-gpu"]
-    )
-    # A running tmux server hands new sessions its own environment: pass ours explicitly.
-    env = dict(os.environ, XDG_STATE_HOME=str(state_dir), TERM="xterm-256color")
-    passed = [
-        arg
-        for key in ("NIX_CONFIG", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PATH", "TERM")
-        if key in env
-        for arg in ("-e", f"{key}={env[key]}")
-    ]
-    subprocess.run(
-        [
-            "tmux",
-            "-L",
-            session,
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            *passed,
-            command,
-        ],
-        check=True,
-        env=env,
-    )
-    record = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        record = find_build(state_dir / "llama-wizard", "slow")
-        if record and record.status == "running":
-            break
-        time.sleep(0.2)
-    assert record is not None and record.status == "running"
-    time.sleep(1.5)
-    screen = subprocess.run(
-        ["tmux", "-L", session, "capture-pane", "-p", "-t", session],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    assert "Derivations" in screen and "slow" in screen, screen
-    # The SSH session drops: the terminal and everything in its session get SIGHUP.
-    subprocess.run(["tmux", "-L", session, "kill-session", "-t", session], check=True)
+    env = dict(os.environ, XDG_STATE_HOME=str(state_dir))
+    command = [wizard_executable(), "build", "slow", "--flake", flake, "--simulate", "no-gpu"]
+    terminal = Terminal(command, env, (100, 30))
+    try:
+        record = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            record = find_build(state_dir / "llama-wizard", "slow")
+            if record and record.status == "running":
+                break
+            time.sleep(0.2)
+        assert record is not None and record.status == "running"
+        screen = terminal.wait_for("Derivations", timeout=20)
+        assert "slow" in screen, screen
+    finally:
+        # The SSH session drops: the terminal and everything in its session get SIGHUP.
+        terminal.close()
     time.sleep(1.0)
     still = find_build(state_dir / "llama-wizard", "slow")
     assert still.status == "running" and psutil.pid_exists(still.supervisor_pid)

@@ -6,99 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
-import subprocess
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import wizard_executable
 from tests.nix_fixtures import fixture_flake, fresh_builds
+from tests.terminal import Terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="scripts/test installs tmux")
-
-
-class Terminal:
-    def __init__(self, command: list[str], env: dict[str, str], size=(120, 45)) -> None:
-        self.session = f"lw-e2e-{uuid.uuid4().hex[:8]}"
-        passed = [
-            a
-            for key in (
-                "PATH",
-                "NIX_CONFIG",
-                "XDG_CONFIG_HOME",
-                "XDG_CACHE_HOME",
-                "XDG_STATE_HOME",
-                "XDG_DATA_HOME",
-                "HOME",
-            )
-            if key in env
-            for a in ("-e", f"{key}={env[key]}")
-        ]
-        subprocess.run(
-            [
-                "tmux",
-                "-L",
-                self.session,
-                "new-session",
-                "-d",
-                "-s",
-                self.session,
-                "-x",
-                str(size[0]),
-                "-y",
-                str(size[1]),
-                "-e",
-                "TERM=xterm-256color",
-                *passed,
-                shlex.join(command),
-            ],
-            check=True,
-            env=env,
-        )
-
-    def screen(self) -> str:
-        return subprocess.run(
-            ["tmux", "-L", self.session, "capture-pane", "-p", "-t", self.session],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; the screen:\n{screen}")
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run(
-            ["tmux", "-L", self.session, "send-keys", "-t", self.session, *keys], check=True
-        )
-
-    def alive(self) -> bool:
-        return (
-            subprocess.run(
-                ["tmux", "-L", self.session, "has-session", "-t", self.session],
-                capture_output=True,
-                check=False,
-            ).returncode
-            == 0
-        )
-
-    def close(self) -> None:
-        subprocess.run(
-            ["tmux", "-L", self.session, "kill-session", "-t", self.session],
-            capture_output=True,
-            check=False,
-        )
 
 
 def test_simulated_mi50s_through_build_and_launch(tmp_path: Path) -> None:
@@ -130,10 +47,7 @@ def test_simulated_mi50s_through_build_and_launch(tmp_path: Path) -> None:
         terminal.keys("C-n")
         terminal.wait_for("NixOS service")
         terminal.keys("q")
-        deadline = time.monotonic() + 10
-        while terminal.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not terminal.alive(), "the wizard did not quit"
+        assert terminal.wait_closed(), "the wizard did not quit"
     finally:
         terminal.close()
 
@@ -148,10 +62,7 @@ def test_no_color_terminal_gets_greys_only(tmp_path: Path) -> None:
     terminal = Terminal([wizard_executable(), "--simulate", "2x-mi50"], env, size=(100, 30))
     try:
         terminal.wait_for("2 GPUs found")
-        coloured = subprocess.run(
-            ["tmux", "-L", terminal.session, "capture-pane", "-p", "-e", "-t", terminal.session],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+        coloured = terminal.capture_with_escapes()
         palette = [int(n) for n in re.findall(r"\x1b\[(?:[0-9;]*;)?[34]8;5;(\d+)", coloured)]
         assert palette, "expected the screen's greys in the capture"
         assert set(palette) <= GREYS, sorted(set(palette) - GREYS)
