@@ -81,16 +81,15 @@ class Device:
     free_bytes: int | None = None
 
 
-@dataclass
-class DevicePlan:
-    name: str
-    index: int | None
+class MemorySplit:
+    """What a device (or all of them) holds: weights + KV cache + compute + overhead, and what
+    is left of its memory."""
+
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    overhead_bytes: int
     memory_bytes: int
-    layers: int = 0
-    weights_bytes: int = 0
-    kv_bytes: int = 0
-    compute_bytes: int = 0
-    overhead_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -99,6 +98,18 @@ class DevicePlan:
     @property
     def free_bytes(self) -> int:
         return self.memory_bytes - self.total_bytes
+
+
+@dataclass
+class DevicePlan(MemorySplit):
+    name: str
+    index: int | None
+    memory_bytes: int
+    layers: int = 0
+    weights_bytes: int = 0
+    kv_bytes: int = 0
+    compute_bytes: int = 0
+    overhead_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,7 +143,7 @@ class Placement:
 
 
 @dataclass
-class Estimate:
+class Estimate(MemorySplit):
     """One quant at one context size on the chosen devices."""
 
     quant: str
@@ -153,14 +164,6 @@ class Estimate:
     host_memory_bytes: int | None = None
     exact: bool = True
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
-
-    @property
-    def free_bytes(self) -> int:
-        return self.memory_bytes - self.total_bytes
 
     def to_json(self) -> dict[str, Any]:
         return {
