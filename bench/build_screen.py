@@ -27,8 +27,8 @@ import psutil
 from textual.app import App
 from textual.binding import Binding
 
-from nix.build import BuildRecord, now_iso
-from screens.build import BuildScreen
+from llama_wizard.nix.build import BuildRecord, now_iso
+from llama_wizard.screens.build import BuildScreen
 
 WRITER = r"""
 import json, sys, time

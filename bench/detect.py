@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detect.inventory import detect
-from detect.simulate import load_profile, materialize
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.simulate import load_profile, materialize
 
 
 def median_seconds(profile: dict, runs: int, timeout: float) -> float:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
-from models.catalogue import load_catalogue
-from models.choose import fit_model
-from models.estimate import Device
-from models.source import from_catalogue
+from llama_wizard.models.catalogue import load_catalogue
+from llama_wizard.models.choose import fit_model
+from llama_wizard.models.estimate import Device
+from llama_wizard.models.source import from_catalogue
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nix.events import BuildProgress
+from llama_wizard.nix.events import BuildProgress
 
 TARGET = 200_000
 

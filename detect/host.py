@@ -9,9 +9,9 @@ from collections.abc import Mapping
 
 import psutil
 
-from detect.model import Cpu, Gpu
-from detect.sysroot import SystemRoot
-from detect.tools import DEFAULT_TIMEOUT, run_tool
+from llama_wizard.detect.model import Cpu, Gpu
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.detect.tools import DEFAULT_TIMEOUT, run_tool
 
 # The instruction sets llama.cpp's CPU backend cares about; /proc/cpuinfo lists ~100 flags.
 INTERESTING_FLAGS = (

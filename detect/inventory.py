@@ -12,10 +12,10 @@ from typing import Any
 
 import psutil
 
-from detect import host, kfd, nvidia, rocminfo
-from detect.gfx import amd_device
-from detect.model import Cpu, DetectionWarning, Gpu, Inventory
-from detect.names import (
+from llama_wizard.detect import host, kfd, nvidia, rocminfo
+from llama_wizard.detect.gfx import amd_device
+from llama_wizard.detect.model import Cpu, DetectionWarning, Gpu, Inventory
+from llama_wizard.detect.names import (
     INTEL_DISCRETE_PREFIXES,
     VENDOR_AMD,
     VENDOR_INTEL,
@@ -24,9 +24,15 @@ from detect.names import (
     nvidia_compute_capability_from_name,
     product_name,
 )
-from detect.pci import PciDisplayDevice, bdf_from_location, display_devices
-from detect.sysroot import SystemRoot
-from detect.tools import DEFAULT_TIMEOUT, ToolNotFound, ToolResult, ToolTimeout, run_tool
+from llama_wizard.detect.pci import PciDisplayDevice, bdf_from_location, display_devices
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.detect.tools import (
+    DEFAULT_TIMEOUT,
+    ToolNotFound,
+    ToolResult,
+    ToolTimeout,
+    run_tool,
+)
 
 GIB = 1 << 30
 # A source with no subprocess of its own gets this much beyond the tool timeout before detection

@@ -8,9 +8,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from detect.gfx import gfx_from_kfd_version
-from detect.pci import bdf_from_location
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.gfx import gfx_from_kfd_version
+from llama_wizard.detect.pci import bdf_from_location
+from llama_wizard.detect.sysroot import SystemRoot
 
 TOPOLOGY = "/sys/class/kfd/kfd/topology/nodes"
 

@@ -8,8 +8,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from detect.gfx import amd_device
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.gfx import amd_device
+from llama_wizard.detect.sysroot import SystemRoot
 
 AMD_IDS_PATHS = ("/usr/share/libdrm/amdgpu.ids",)
 PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")

@@ -9,8 +9,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from detect.pci import normalize_bdf
-from detect.tools import ToolResult
+from llama_wizard.detect.pci import normalize_bdf
+from llama_wizard.detect.tools import ToolResult
 
 FIELDS = (
     "index",

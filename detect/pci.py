@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.sysroot import SystemRoot
 
 DISPLAY_CLASSES = (0x0300, 0x0302, 0x0380)
 # "Processing accelerator": the MI300X presents itself so (ROCm gpu-operator docs show

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from detect.gfx import parse_gfx
-from detect.tools import ToolResult
+from llama_wizard.detect.gfx import parse_gfx
+from llama_wizard.detect.tools import ToolResult
 
 ROCMINFO_ARGV = ("rocminfo",)
 _AGENT_HEADER = re.compile(r"^\s*Agent\s+(\d+)\s*$")

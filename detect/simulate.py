@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detect.errors import ProfileError
+from llama_wizard.detect.errors import ProfileError
 
 _HEADER_LINE = re.compile(r"^(# (source|note|derived|fields):|\$ )")
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from models.errors import GgufError
-from models.gguf_header import ArrayInfo
+from llama_wizard.models.errors import GgufError
+from llama_wizard.models.gguf_header import ArrayInfo
 
 # Where llama.cpp hard-codes the sliding-window layer pattern instead of reading it from the file
 # (src/llama-model.cpp `set_swa_pattern(n)`: layer il is SWA when il % n < n - 1). gemma2 also

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from models.arch import ModelArch, arch_from_catalogue
-from models.errors import CatalogueError
+from llama_wizard.models.arch import ModelArch, arch_from_catalogue
+from llama_wizard.models.errors import CatalogueError
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ def _model(entry: dict[str, Any]) -> CatalogueModel:
 @functools.cache
 def load_catalogue() -> Catalogue:
     try:
-        text = resources.files("models").joinpath("data/catalogue.json").read_text("utf-8")
+        data = resources.files("llama_wizard.models").joinpath("data/catalogue.json")
+        text = data.read_text("utf-8")
         document = json.loads(text)
         return Catalogue(
             models=[_model(entry) for entry in document["models"]],

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detect.model import Gpu, Inventory
-from models.catalogue import load_catalogue
-from models.errors import ModelError
-from models.estimate import DEFAULT_CTX, Device, Estimate, EstimateOptions, estimate
-from models.source import ModelSource, from_catalogue, resolve_model
+from llama_wizard.detect.model import Gpu, Inventory
+from llama_wizard.models.catalogue import load_catalogue
+from llama_wizard.models.errors import ModelError
+from llama_wizard.models.estimate import DEFAULT_CTX, Device, Estimate, EstimateOptions, estimate
+from llama_wizard.models.source import ModelSource, from_catalogue, resolve_model
 
 
 def gpu_memory(gpu: Gpu) -> int:
@@ -301,7 +301,7 @@ def recommend_for_inventory(
     """`recommend` for detected hardware: the given GPUs (the plan's choice), else the default
     ones (discrete GPUs of one vendor, as the build choice picks them)."""
     if gpus is None:
-        from nix.recommend import default_gpus
+        from llama_wizard.nix.recommend import default_gpus
 
         gpus, _ = default_gpus(inventory)
     return recommend(

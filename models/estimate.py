@@ -39,10 +39,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from models.arch import ModelArch
-from models.quant import cache_type, tensor_bytes
-from models.sizes import GIB, MIB
-from models.weights import WeightsLayout
+from llama_wizard.models.arch import ModelArch
+from llama_wizard.models.quant import cache_type, tensor_bytes
+from llama_wizard.models.sizes import GIB, MIB
+from llama_wizard.models.weights import WeightsLayout
 
 DEVICE_OVERHEAD = 576 * MIB
 TIGHT_FRACTION = 0.20

@@ -17,8 +17,8 @@ from typing import Any
 
 import gguf
 
-from models.errors import GgufError
-from models.quant import tensor_bytes
+from llama_wizard.models.errors import GgufError
+from llama_wizard.models.quant import tensor_bytes
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

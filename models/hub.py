@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from models.errors import HubError, HubOffline, HubUnreachable, RepoNotFound
-from models.quant import is_model_file, quant_tag, split_name
-from models.remote import _network_error, hub_endpoint
+from llama_wizard.models.errors import HubError, HubOffline, HubUnreachable, RepoNotFound
+from llama_wizard.models.quant import is_model_file, quant_tag, split_name
+from llama_wizard.models.remote import _network_error, hub_endpoint
 
 TIMEOUT = 20.0
 

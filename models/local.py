@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.quant import is_model_file, quant_tag, split_name
+from llama_wizard.models.quant import is_model_file, quant_tag, split_name
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from models.errors import GgufError, RemoteError
-from models.gguf_header import GgufHeader, NeedMoreBytes, parse_header
+from llama_wizard.models.errors import GgufError, RemoteError
+from llama_wizard.models.gguf_header import GgufHeader, NeedMoreBytes, parse_header
 
 FIRST_RANGE = 1 << 20
 GROWTH = 4

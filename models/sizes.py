@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from models.errors import SizeError
+from llama_wizard.models.errors import SizeError
 
 KIB = 1 << 10
 MIB = 1 << 20

@@ -10,14 +10,14 @@ from typing import Any
 
 import gguf
 
-from models.arch import ModelArch, arch_from_metadata
-from models.catalogue import CatalogueModel, load_catalogue
-from models.errors import GgufError, ModelNotFound, QuantNotFound
-from models.gguf_header import GgufHeader, TensorInfo, read_local
-from models.hub import RepoListing, RepoQuant, list_repo, resolve_url
-from models.quant import normalize_quant, quant_tag, shard_names, split_name
-from models.remote import FetchStats, fetch_header
-from models.weights import WeightsLayout, layout_from_size, layout_from_tensors
+from llama_wizard.models.arch import ModelArch, arch_from_metadata
+from llama_wizard.models.catalogue import CatalogueModel, load_catalogue
+from llama_wizard.models.errors import GgufError, ModelNotFound, QuantNotFound
+from llama_wizard.models.gguf_header import GgufHeader, TensorInfo, read_local
+from llama_wizard.models.hub import RepoListing, RepoQuant, list_repo, resolve_url
+from llama_wizard.models.quant import normalize_quant, quant_tag, shard_names, split_name
+from llama_wizard.models.remote import FetchStats, fetch_header
+from llama_wizard.models.weights import WeightsLayout, layout_from_size, layout_from_tensors
 
 _REPO = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?::(?P<quant>[\w.-]+))?$")
 

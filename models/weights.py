@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from models.arch import ModelArch
-from models.gguf_header import TensorInfo
-from models.quant import EMBEDDING_TYPE_FOR_QUANT, tensor_bytes, type_by_name
+from llama_wizard.models.arch import ModelArch
+from llama_wizard.models.gguf_header import TensorInfo
+from llama_wizard.models.quant import EMBEDDING_TYPE_FOR_QUANT, tensor_bytes, type_by_name
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 # The tensors `--n-cpu-moe N` / `--cpu-moe` move to the CPU (common/arg.cpp: blk.N.ffn_(up|down|

@@ -1,8 +1,8 @@
 """Running `nix build` so that nothing is ever lost or left behind.
 
-The build runs under a small supervisor process (`python -m nix.supervisor`) in its own session:
-closing the wizard or dropping the SSH connection does not stop it. The supervisor writes
-Nix's raw event stream and a readable log to files under the XDG state directory as lines
+The build runs under a small supervisor process (`python -m llama_wizard.nix.supervisor`) in its
+own session: closing the wizard or dropping the SSH connection does not stop it. The supervisor
+writes Nix's raw event stream and a readable log to files under the XDG state directory as lines
 arrive, and a state file (pid, output, started, log paths, status) that any later
 `llama-wizard` finds: it follows a running build from the start of its log, or reports how a
 finished one ended. A lock per output keeps two builds of the same output from running at once.
@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import psutil
 
-from nix.errors import NixError
+from llama_wizard.nix.errors import NixError
 
 FINAL_STATES = ("succeeded", "failed", "cancelled", "lost")
 STATE_FILE = "state.json"
@@ -209,7 +209,13 @@ def start_build(
         # The supervisor's own complaints (a Python error, say) land in the readable log.
         with open(record.text_log, "ab") as supervisor_errors:
             process = subprocess.Popen(
-                [sys.executable, "-m", "nix.supervisor", str(directory), str(lock.fileno())],
+                [
+                    sys.executable,
+                    "-m",
+                    "llama_wizard.nix.supervisor",
+                    str(directory),
+                    str(lock.fileno()),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=supervisor_errors,

@@ -7,8 +7,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from nix.build import BuildRecord
-from nix.events import BuildProgress
+from llama_wizard.nix.build import BuildRecord
+from llama_wizard.nix.events import BuildProgress
 
 _DRV_IN_ERROR = re.compile(r"(/nix/store/[0-9a-z]{32}-[^'\s]+\.drv)")
 

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from detect.sysroot import SystemRoot
-from detect.tools import ToolNotFound, ToolTimeout, run_tool
-from nix.errors import NixError, NixNotFound
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.detect.tools import ToolNotFound, ToolTimeout, run_tool
+from llama_wizard.nix.errors import NixError, NixNotFound
 
 EXTRA_FEATURES = ("--extra-experimental-features", "nix-command flakes")
 DRIVER_LIB_DIR = "/run/opengl-driver/lib"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detect.errors import ActionableError
+from llama_wizard.detect.errors import ActionableError
 
 
 class NixError(ActionableError):

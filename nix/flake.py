@@ -16,9 +16,9 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from detect.tools import ToolNotFound, ToolTimeout, run_tool
-from nix.environment import NixEnvironment
-from nix.errors import FlakeError, NixNotFound
+from llama_wizard.detect.tools import ToolNotFound, ToolTimeout, run_tool
+from llama_wizard.nix.environment import NixEnvironment
+from llama_wizard.nix.errors import FlakeError, NixNotFound
 
 UPSTREAM_FLAKE = "github:ggml-org/llama.cpp"
 CACHE_VERSION = 1

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from detect.errors import ActionableError
-from detect.model import Gpu, Inventory
-from nix.catalogue import ROCM_BUILDABLE_TARGETS, describe
-from nix.environment import DRIVER_LIB_DIR, NixEnvironment
-from nix.flake import FlakeOutputs, nix_string
-from nix.targets import NotForRocm, RocmTarget, needs_sdma_off, rocm_candidates
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.detect.model import Gpu, Inventory
+from llama_wizard.nix.catalogue import ROCM_BUILDABLE_TARGETS, describe
+from llama_wizard.nix.environment import DRIVER_LIB_DIR, NixEnvironment
+from llama_wizard.nix.flake import FlakeOutputs, nix_string
+from llama_wizard.nix.targets import NotForRocm, RocmTarget, needs_sdma_off, rocm_candidates
 
 ROCM_UNSET = ["HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"]
 MIN_CUDA_CAPABILITY = (5, 0)

@@ -1,7 +1,7 @@
 """The process that owns one `nix build` (see nix/build.py): started in its own session by
 `start_build`, it runs Nix, writes the logs and the state file, and cleans up the process tree.
 
-    python -m nix.supervisor BUILD_DIR LOCK_FD
+    python -m llama_wizard.nix.supervisor BUILD_DIR LOCK_FD
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from nix.build import BuildRecord, now_iso
-from nix.events import PREFIX, derivation_name, strip_ansi
+from llama_wizard.nix.build import BuildRecord, now_iso
+from llama_wizard.nix.events import PREFIX, derivation_name, strip_ansi
 
 GRACE_SECONDS = float(os.environ.get("LLAMA_WIZARD_CANCEL_GRACE", "5"))
 PR_SET_CHILD_SUBREAPER = 36

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detect.gfx import gfx_major
+from llama_wizard.detect.gfx import gfx_major
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 if TYPE_CHECKING:
-    from tui.app import WizardApp
-    from tui.state import WizardState
+    from llama_wizard.tui.app import WizardApp
+    from llama_wizard.tui.state import WizardState
 
 STEPS = ("hardware", "build", "model", "build-run", "launch", "done")
 STEP_TITLES = {

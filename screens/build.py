@@ -20,10 +20,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from nix.build import BuildRecord, follow, read_record, request_cancel
-from nix.diagnose import diagnose
-from nix.events import BuildProgress
-from tui.build_view import build_line, clock
+from llama_wizard.nix.build import BuildRecord, follow, read_record, request_cancel
+from llama_wizard.nix.diagnose import diagnose
+from llama_wizard.nix.events import BuildProgress
+from llama_wizard.tui.build_view import build_line, clock
 
 LOG_LINES = 1000
 REFRESH_SECONDS = 0.1

@@ -8,10 +8,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Select, Static
 
-from detect.errors import ActionableError
-from screens.base import WizardStep
-from tui.plan import Plan
-from tui.render import plan_renderable
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.screens.base import WizardStep
+from llama_wizard.tui.plan import Plan
+from llama_wizard.tui.render import plan_renderable
 
 RECOMMENDED = "__recommended__"
 

@@ -12,12 +12,12 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from detect.errors import ActionableError
-from nix.build import BuildAlreadyRunning, BuildRecord, find_build, start_build
-from screens.base import WizardStep
-from screens.build import CSS as BUILD_CSS
-from screens.build import BuildView
-from tui.plan import state_dir
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.nix.build import BuildAlreadyRunning, BuildRecord, find_build, start_build
+from llama_wizard.screens.base import WizardStep
+from llama_wizard.screens.build import CSS as BUILD_CSS
+from llama_wizard.screens.build import BuildView
+from llama_wizard.tui.plan import state_dir
 
 
 def build_name(out_link: str) -> str:

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, ListItem, ListView, Static
 
-from detect.errors import ActionableError
-from screens.base import WizardStep
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.screens.base import WizardStep
 
 DEFAULT_FILE = "~/llama-wizard-commands.sh"
 
@@ -44,8 +44,8 @@ class DoneScreen(WizardStep):
 
     def on_mount(self) -> None:
         super().on_mount()
-        from tui.commands import commands_for
-        from tui.launch import launch_spec
+        from llama_wizard.tui.commands import commands_for
+        from llama_wizard.tui.launch import launch_spec
 
         plan = self.state.plan
         if plan is None:
@@ -95,7 +95,7 @@ class DoneScreen(WizardStep):
         )
 
     def action_save(self) -> None:
-        from tui.commands import save_commands
+        from llama_wizard.tui.commands import save_commands
 
         path = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_FILE)
         path = path.expanduser()

@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.widgets import SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from detect.model import Gpu, Inventory
-from screens.base import WizardStep
-from tui.format import gpu_architecture, gpu_memory, human_bytes, short_bus_id
+from llama_wizard.detect.model import Gpu, Inventory
+from llama_wizard.screens.base import WizardStep
+from llama_wizard.tui.format import gpu_architecture, gpu_memory, human_bytes, short_bus_id
 
 SOURCES = ("sysfs", "rocminfo", "nvidia-smi", "host")
 
@@ -51,7 +51,7 @@ class HardwareScreen(WizardStep):
 
     @work(thread=True, exclusive=True, group="detect")
     def run_detection(self) -> None:
-        from detect.inventory import merge, run_sources
+        from llama_wizard.detect.inventory import merge, run_sources
 
         state = self.state
         so_far: list = []
@@ -104,7 +104,7 @@ class HardwareScreen(WizardStep):
         return selection
 
     def _fill(self, inventory: Inventory) -> None:
-        from nix.recommend import default_gpus
+        from llama_wizard.nix.recommend import default_gpus
 
         state = self.state
         recommended = {g.index for g in default_gpus(inventory)[0]}

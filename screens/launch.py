@@ -11,8 +11,8 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Log, RadioButton, RadioSet, Static
 from textual.worker import get_current_worker
 
-from detect.errors import ActionableError
-from screens.base import WizardStep
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.screens.base import WizardStep
 
 PROGRAMS = ("llama-completion", "llama-server")
 
@@ -52,7 +52,7 @@ class LaunchScreen(WizardStep):
 
     def _preview(self) -> None:
         """The command that ctrl+r runs, before it runs."""
-        from tui.launch import launch_spec
+        from llama_wizard.tui.launch import launch_spec
 
         state, settings = self.state, self.state.settings
         if state.plan is None:
@@ -113,7 +113,7 @@ class LaunchScreen(WizardStep):
 
     @work(thread=True, exclusive=True, group="launch")
     def run_program(self) -> None:
-        from tui.launch import LaunchedProcess, launch_spec
+        from llama_wizard.tui.launch import LaunchedProcess, launch_spec
 
         state, settings = self.state, self.state.settings
         assert state.plan is not None

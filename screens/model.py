@@ -11,12 +11,12 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from detect.errors import ActionableError
-from models.catalogue import load_catalogue
-from models.choose import FitReport, choice_from_report
-from screens.base import WizardStep
-from tui.format import human_bytes
-from tui.widgets import LEGEND, memory_bar, verdict_badge
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.models.catalogue import load_catalogue
+from llama_wizard.models.choose import FitReport, choice_from_report
+from llama_wizard.screens.base import WizardStep
+from llama_wizard.tui.format import human_bytes
+from llama_wizard.tui.widgets import LEGEND, memory_bar, verdict_badge
 
 MIN_CTX, MAX_CTX = 512, 1 << 20
 
@@ -76,7 +76,7 @@ class ModelScreen(WizardStep):
     @work(thread=True, group="local-models")
     def list_local_models(self) -> None:
         """GGUF files already on this machine (llama.cpp's and Hugging Face's caches)."""
-        from models.local import find_local_models
+        from llama_wizard.models.local import find_local_models
 
         found = find_local_models()
         if found:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from detect.simulate import SimulatedMachine, materialize
+from llama_wizard.detect.simulate import SimulatedMachine, materialize
 from tests.nix_fixtures import NIX_CONFIG_FOR_TESTS
 
 REPO = Path(__file__).resolve().parent.parent

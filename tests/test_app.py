@@ -8,12 +8,12 @@ import shutil
 import pytest
 from textual.widgets import SelectionList, Static
 
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.tui.app import WizardApp
+from llama_wizard.tui.machine import Machine
 from tests.helpers import wizard_executable
 from tests.terminal import Terminal
 from tests.wizard_helpers import settle
-from tui.app import WizardApp
-from tui.machine import Machine
 
 
 async def test_hardware_screen_lists_the_simulated_gpus(simulated) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nix.build import (
+from llama_wizard.nix.build import (
     BuildAlreadyRunning,
     BuildRecord,
     find_build,
@@ -25,7 +25,7 @@ from nix.build import (
     start_build,
     wait_finished,
 )
-from nix.events import BuildProgress
+from llama_wizard.nix.events import BuildProgress
 from tests.helpers import wizard_executable
 from tests.nix_fixtures import fixture_flake, fresh_variant
 from tests.terminal import Terminal
@@ -121,7 +121,7 @@ def test_failed_build_keeps_its_log_and_says_why(flake, state_dir) -> None:
     record = start_build(["nix", "build", f"{flake}#fails"], "fails", state_dir)
     record, progress = build_to_end(record)
     assert record.status == "failed" and record.exit_code != 0
-    from nix.diagnose import diagnose
+    from llama_wizard.nix.diagnose import diagnose
 
     report = diagnose(progress, record)
     assert report.derivation and report.derivation.endswith("llama-cpp-fails-0.0.0.drv")

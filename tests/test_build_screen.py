@@ -8,8 +8,8 @@ from pathlib import Path
 from textual.app import App
 from textual.widgets import Log, Static
 
-from nix.build import read_record, start_build, wait_finished
-from screens.build import BuildScreen
+from llama_wizard.nix.build import read_record, start_build, wait_finished
+from llama_wizard.screens.build import BuildScreen
 from tests.nix_fixtures import fixture_flake, fresh_variant
 
 
@@ -74,7 +74,7 @@ async def test_leaving_the_screen_leaves_the_build_running(tmp_path: Path) -> No
             await pilot.pause()
         assert read_record(record).status == "running"
     finally:
-        from nix.build import request_cancel
+        from llama_wizard.nix.build import request_cancel
 
         request_cancel(read_record(record))
         assert wait_finished(record, timeout=30).status == "cancelled"

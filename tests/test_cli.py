@@ -5,9 +5,9 @@ import os
 
 import psutil
 
-from detect.simulate import list_profiles
+from llama_wizard.detect.simulate import list_profiles
+from llama_wizard.tui import __version__
 from tests.helpers import run_cli
-from tui import __version__
 
 
 def test_version() -> None:

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.nix_fixtures import fixture_flake
-from tests.test_launch import MI50_UUIDS, build, plan_for
-from tui.commands import (
+from llama_wizard.tui.commands import (
     Command,
     CommandsFileExists,
     commands_for,
@@ -23,7 +21,9 @@ from tui.commands import (
     save_commands,
     server_spec,
 )
-from tui.launch import LaunchSpec, launch_spec
+from llama_wizard.tui.launch import LaunchSpec, launch_spec
+from tests.nix_fixtures import fixture_flake
+from tests.test_launch import MI50_UUIDS, build, plan_for
 
 # flake.md, "NixOS Modules": the module's options.
 MODULE_OPTIONS = {"enable", "package", "model", "host", "port", "gpuLayers", "contextSize",

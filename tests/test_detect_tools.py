@@ -6,9 +6,9 @@ import time
 
 import psutil
 
-from detect.inventory import detect
-from detect.simulate import load_profile
-from detect.tools import ToolNotFound, ToolTimeout, run_tool
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.simulate import load_profile
+from llama_wizard.detect.tools import ToolNotFound, ToolTimeout, run_tool
 
 
 def _leftover_sleepers(marker: str) -> list[psutil.Process]:

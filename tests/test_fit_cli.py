@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import SizeError
-from models.sizes import GIB, MIB, parse_size
+from llama_wizard.models.errors import SizeError
+from llama_wizard.models.sizes import GIB, MIB, parse_size
 from tests.fixtures.models.gguf_helpers import llama_tensors, write_gguf
 from tests.helpers import run_cli
 

@@ -1,6 +1,6 @@
 import pytest
 
-from detect.gfx import amd_device, gfx_from_kfd_version, hsa_version, parse_gfx
+from llama_wizard.detect.gfx import amd_device, gfx_from_kfd_version, hsa_version, parse_gfx
 
 
 # Values from gpu-detection.md §3.3 (kernel kfd_device.c kgd2kfd_probe, ollama

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from detect.inventory import detect
-from detect.simulate import load_profile, materialize
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.simulate import load_profile, materialize
 
 NOBODY = 65534
 

@@ -20,13 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from detect.inventory import detect
-from detect.sysroot import SystemRoot
-from models.choose import ModelChoice
-from nix.build import follow, read_record, start_build
-from tests.helpers import run_cli, wizard_executable
-from tests.nix_fixtures import fixture_flake
-from tui.launch import (
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.models.choose import ModelChoice
+from llama_wizard.nix.build import follow, read_record, start_build
+from llama_wizard.tui.launch import (
     LaunchedProcess,
     LaunchError,
     LaunchSpec,
@@ -37,8 +35,10 @@ from tui.launch import (
     parse_timing,
     server_url,
 )
-from tui.machine import Machine
-from tui.plan import Plan, make_plan, state_dir
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.plan import Plan, make_plan, state_dir
+from tests.helpers import run_cli, wizard_executable
+from tests.nix_fixtures import fixture_flake
 
 MI50_UUIDS = "GPU-4f0a78a172e620fc,GPU-6e5e588172dc76b6"
 

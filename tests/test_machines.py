@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detect.inventory import detect
-from detect.simulate import list_profiles
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.simulate import list_profiles
 
 EXPECTED = json.loads(
     (Path(__file__).resolve().parent / "fixtures" / "expected_machines.json").read_text()

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from detect.inventory import detect
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.sysroot import SystemRoot
 
 # `sysctl machdep.cpu.brand_string hw.memsize hw.physicalcpu hw.logicalcpu hw.optional.arm64`
 # as macOS prints it on an M2 Max with 64 GB.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.catalogue import load_catalogue
-from models.quant import quant_tag, split_name
+from llama_wizard.models.catalogue import load_catalogue
+from llama_wizard.models.quant import quant_tag, split_name
 
 REQUIRED = {
     "arch",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.arch import ModelArch, swa_layers_for_pattern
-from models.catalogue import load_catalogue
-from models.choose import fit_model, recommend
-from models.estimate import (
+from llama_wizard.models.arch import ModelArch, swa_layers_for_pattern
+from llama_wizard.models.catalogue import load_catalogue
+from llama_wizard.models.choose import fit_model, recommend
+from llama_wizard.models.estimate import (
     DEVICE_OVERHEAD,
     Device,
     EstimateOptions,
@@ -20,9 +20,9 @@ from models.estimate import (
     place,
     verdict,
 )
-from models.sizes import GIB, MIB
-from models.source import from_catalogue, resolve_model
-from models.weights import layout_from_size
+from llama_wizard.models.sizes import GIB, MIB
+from llama_wizard.models.source import from_catalogue, resolve_model
+from llama_wizard.models.weights import layout_from_size
 
 CALIBRATION = json.loads(
     (Path(__file__).parent / "fixtures" / "models" / "calibration.json").read_text()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import GgufError
-from models.estimate import EstimateOptions, kv_layer_bytes
-from models.gguf_header import NeedMoreBytes, parse_header, read_local
-from models.local import find_local_models
-from models.source import resolve_model
+from llama_wizard.models.errors import GgufError
+from llama_wizard.models.estimate import EstimateOptions, kv_layer_bytes
+from llama_wizard.models.gguf_header import NeedMoreBytes, parse_header, read_local
+from llama_wizard.models.local import find_local_models
+from llama_wizard.models.source import resolve_model
 from tests.fixtures.models.gguf_helpers import F16, F32, llama_tensors, write_gguf
 
 N_EMBD, N_HEAD, N_KV, HEAD, N_FF, VOCAB = 64, 8, 2, 8, 96, 300
@@ -158,7 +158,7 @@ def test_per_layer_kv_heads_and_recurrent_layers(tmp_path: Path) -> None:
     }
     path = write_gguf(tmp_path / "hybrid-BF16.gguf", "nemotron_h", meta, tensors, VOCAB)
     source = resolve_model(str(path))
-    from models.estimate import recurrent_layer_bytes
+    from llama_wizard.models.estimate import recurrent_layer_bytes
 
     opts = EstimateOptions(ctx=4096)
     assert kv_layer_bytes(source.arch, opts) == [0, 4096 * 2 * 16 * 2, 0, 4096 * 4 * 16 * 2]

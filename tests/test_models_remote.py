@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import (
+from llama_wizard.models.errors import (
     GgufError,
     HubOffline,
     HubUnreachable,
@@ -14,9 +14,9 @@ from models.errors import (
     RemoteError,
     RepoNotFound,
 )
-from models.hub import group_files
-from models.remote import FIRST_RANGE, GROWTH, fetch_header
-from models.source import resolve_model
+from llama_wizard.models.hub import group_files
+from llama_wizard.models.remote import FIRST_RANGE, GROWTH, fetch_header
+from llama_wizard.models.source import resolve_model
 from tests.fixtures.models.gguf_helpers import F16, fake_hub, llama_tensors, serve, write_gguf
 
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from detect import pci
-from detect.names import (
+from llama_wizard.detect import pci
+from llama_wizard.detect.names import (
     nvidia_compute_capability_from_name,
     pci_ids_name,
     product_name,
 )
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.sysroot import SystemRoot
 
 
 def test_system_amdgpu_ids_wins_over_the_bundled_copy(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nix.build import BuildRecord, internal_json_argv, redact
-from nix.diagnose import diagnose
-from nix.events import BuildProgress, derivation_name
+from llama_wizard.nix.build import BuildRecord, internal_json_argv, redact
+from llama_wizard.nix.diagnose import diagnose
+from llama_wizard.nix.events import BuildProgress, derivation_name
 
 STREAMS = Path(__file__).resolve().parent / "fixtures" / "nix"
 

@@ -1,8 +1,8 @@
 import pytest
 
-from detect import nvidia
-from detect.simulate import recorded_output
-from detect.tools import ToolResult
+from llama_wizard.detect import nvidia
+from llama_wizard.detect.simulate import recorded_output
+from llama_wizard.detect.tools import ToolResult
 
 MIB = 1024 * 1024
 

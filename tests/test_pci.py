@@ -1,6 +1,6 @@
 import pytest
 
-from detect.pci import bdf_from_location, normalize_bdf
+from llama_wizard.detect.pci import bdf_from_location, normalize_bdf
 
 
 @pytest.mark.parametrize(

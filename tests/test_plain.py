@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from llama_wizard.tui.settings import Settings, settings_path
 from tests.helpers import wizard_executable
 from tests.nix_fixtures import fixture_flake, fresh_variant
-from tui.settings import Settings, settings_path
 
 MI50_UUIDS = ("GPU-4f0a78a172e620fc", "GPU-6e5e588172dc76b6")
 RTX4090_UUID = "GPU-3f6a1c2e-9b7d-4e80-a5c1-7d2f0e9b6a43"

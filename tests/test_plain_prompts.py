@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from detect.sysroot import SystemRoot
-from tui.launch import LaunchSpec
-from tui.machine import Machine
-from tui.plain import (
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.tui.launch import LaunchSpec
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.plain import (
     BACK,
     QUIT,
     AutoPrompter,
@@ -25,7 +25,7 @@ from tui.plain import (
     PlainWizard,
     is_dumb_terminal,
 )
-from tui.settings import Settings
+from llama_wizard.tui.settings import Settings
 
 OPTIONS = [Option("Use it", "use"), Option("Other", "other", disabled="none left"),
            Option("Back", BACK), Option("Quit", QUIT)]  # fmt: skip

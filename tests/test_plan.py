@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from detect.inventory import detect
-from detect.simulate import load_profile
-from detect.sysroot import SystemRoot
-from nix.recommend import ChoiceError
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.simulate import load_profile
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.nix.recommend import ChoiceError
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.plan import make_plan
 from tests.helpers import run_cli
 from tests.nix_fixtures import fixture_flake, nix_config_without_flakes
-from tui.machine import Machine
-from tui.plan import make_plan
 
 
 @pytest.fixture
@@ -294,14 +294,14 @@ def test_default_flake_offline_falls_back_to_upstream_outputs(simulated, tmp_pat
 
 
 def test_default_flake_is_this_directory_when_it_holds_llama(documented_flake, monkeypatch):
-    from nix.flake import default_flake_ref
+    from llama_wizard.nix.flake import default_flake_ref
 
     monkeypatch.chdir(documented_flake)
     assert default_flake_ref() == documented_flake
 
 
 def test_catalogue_covers_the_documented_outputs() -> None:
-    from nix.catalogue import CATALOGUE, describe
+    from llama_wizard.nix.catalogue import CATALOGUE, describe
 
     packages = {o.name for o in CATALOGUE if o.kind == "package"}
     # flake.md "Packages": default, rocm, nine rocm-gfx*, cuda, vulkan, mpi-*, windows,

@@ -11,10 +11,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detect import kfd, nvidia, rocminfo
-from detect.inventory import detect
-from detect.model import Inventory
-from detect.simulate import list_profiles, load_profile, materialize, recorded_output
+from llama_wizard.detect import kfd, nvidia, rocminfo
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.model import Inventory
+from llama_wizard.detect.simulate import list_profiles, load_profile, materialize, recorded_output
 
 RECORDED_ROCMINFO = recorded_output("rocminfo__2x_vega20-mi50_gfx906_rocm4.2__rocm-issue-1535.txt")
 NVIDIA_ROW = (

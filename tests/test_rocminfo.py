@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from detect import rocminfo
-from detect.simulate import recorded_output
-from detect.tools import ToolResult
+from llama_wizard.detect import rocminfo
+from llama_wizard.detect.simulate import recorded_output
+from llama_wizard.detect.tools import ToolResult
 
 OUTPUTS = Path(__file__).resolve().parent.parent / "detect" / "profiles" / "outputs"
 

@@ -1,7 +1,7 @@
 import os
 from pathlib import Path
 
-from tui.settings import Settings, reset_settings, settings_path
+from llama_wizard.tui.settings import Settings, reset_settings, settings_path
 
 
 def test_round_trip_in_the_xdg_config_dir() -> None:

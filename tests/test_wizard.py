@@ -7,12 +7,12 @@ from pathlib import Path
 
 from textual.widgets import Log, SelectionList, Static
 
-from nix.build import find_build, read_record, request_cancel, wait_finished
-from screens.build import BuildView
+from llama_wizard.nix.build import find_build, read_record, request_cancel, wait_finished
+from llama_wizard.screens.build import BuildView
+from llama_wizard.tui.plan import state_dir
+from llama_wizard.tui.settings import Settings
 from tests.nix_fixtures import fixture_flake, fresh_variant
 from tests.wizard_helpers import make_app, next_step, settle, wait_for
-from tui.plan import state_dir
-from tui.settings import Settings
 
 
 async def run_whole_flow(tmp_path: Path, profile: str) -> tuple[list[str], list[str]]:
@@ -146,10 +146,10 @@ async def test_choosing_another_output_replans_and_says_what_it_costs(tmp_path: 
 
 
 async def test_hardware_fills_in_before_a_slow_tool_answers(tmp_path: Path) -> None:
-    from detect.simulate import materialize
-    from detect.sysroot import SystemRoot
-    from tui.app import WizardApp
-    from tui.machine import Machine
+    from llama_wizard.detect.simulate import materialize
+    from llama_wizard.detect.sysroot import SystemRoot
+    from llama_wizard.tui.app import WizardApp
+    from llama_wizard.tui.machine import Machine
 
     box = materialize("rocminfo-hangs", tmp_path / "box")
     app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="rocminfo-hangs"),
@@ -170,7 +170,7 @@ async def test_hardware_fills_in_before_a_slow_tool_answers(tmp_path: Path) -> N
 
 
 async def test_a_running_build_is_announced_and_can_be_followed(tmp_path: Path) -> None:
-    from nix.build import start_build
+    from llama_wizard.nix.build import start_build
 
     flake = fresh_variant(fixture_flake(tmp_path / "flake"), "slow")
     record = start_build(["nix", "build", f"{flake}#slow"], "slow", state_dir())

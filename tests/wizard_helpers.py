@@ -8,12 +8,12 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from detect.simulate import materialize
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.simulate import materialize
+from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.tui.app import WizardApp
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.settings import Settings
 from tests.nix_fixtures import fixture_flake
-from tui.app import WizardApp
-from tui.machine import Machine
-from tui.settings import Settings
 
 
 def make_app(directory: Path, profile: str, **settings: object) -> WizardApp:

@@ -1,3 +1,3 @@
-from tui.cli import main
+from llama_wizard.tui.cli import main
 
 raise SystemExit(main())

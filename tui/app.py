@@ -10,9 +10,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from tui.machine import Machine, open_machine
-from tui.settings import Settings, reset_settings
-from tui.state import WizardState
+from llama_wizard.tui.machine import Machine, open_machine
+from llama_wizard.tui.settings import Settings, reset_settings
+from llama_wizard.tui.state import WizardState
 
 STEP_ORDER = ("hardware", "build", "model", "build-run", "launch", "done")
 
@@ -20,26 +20,26 @@ STEP_ORDER = ("hardware", "build", "model", "build-run", "launch", "done")
 def _screen_for(step: str) -> Screen[None]:
     # Imported here so `llama-wizard --help` and the subcommands never load the screens.
     if step == "hardware":
-        from screens.hardware import HardwareScreen
+        from llama_wizard.screens.hardware import HardwareScreen
 
         return HardwareScreen()
     if step == "build":
-        from screens.build_choice import BuildChoiceScreen
+        from llama_wizard.screens.build_choice import BuildChoiceScreen
 
         return BuildChoiceScreen()
     if step == "model":
-        from screens.model import ModelScreen
+        from llama_wizard.screens.model import ModelScreen
 
         return ModelScreen()
     if step == "build-run":
-        from screens.build_run import BuildRunScreen
+        from llama_wizard.screens.build_run import BuildRunScreen
 
         return BuildRunScreen()
     if step == "launch":
-        from screens.launch import LaunchScreen
+        from llama_wizard.screens.launch import LaunchScreen
 
         return LaunchScreen()
-    from screens.done import DoneScreen
+    from llama_wizard.screens.done import DoneScreen
 
     return DoneScreen()
 
@@ -80,8 +80,8 @@ class WizardApp(App[int]):
     def look_for_running_builds(self) -> None:
         """A build started before (by this wizard, another session or `llama-wizard build`)
         may still be running: say so, and how to follow it."""
-        from nix.build import running_builds
-        from tui.plan import state_dir
+        from llama_wizard.nix.build import running_builds
+        from llama_wizard.tui.plan import state_dir
 
         self.running = running_builds(state_dir())
         for record in self.running:
@@ -93,7 +93,7 @@ class WizardApp(App[int]):
             )
 
     def follow_running_build(self, record) -> None:
-        from screens.build import BuildScreen
+        from llama_wizard.screens.build import BuildScreen
 
         self.push_screen(BuildScreen(record, f"Following the build of {record.output}"))
 
@@ -107,7 +107,7 @@ class WizardApp(App[int]):
             self.switch_screen(_screen_for(step))
 
     def action_next_step(self) -> None:
-        from screens.base import WizardStep
+        from llama_wizard.screens.base import WizardStep
 
         screen = self.screen
         if isinstance(screen, WizardStep):
@@ -134,7 +134,7 @@ class WizardApp(App[int]):
     # -- help, quit, palette ----------------------------------------------------------------
 
     def action_help(self) -> None:
-        from screens.dialogs import HelpScreen
+        from llama_wizard.screens.dialogs import HelpScreen
 
         self.push_screen(HelpScreen())
 
@@ -150,7 +150,7 @@ class WizardApp(App[int]):
         if not busy:
             self._quit()
             return
-        from screens.dialogs import ConfirmScreen
+        from llama_wizard.screens.dialogs import ConfirmScreen
 
         def answered(quit_now: bool | None) -> None:
             if quit_now:
@@ -166,7 +166,7 @@ class WizardApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        from screens.base import STEP_TITLES
+        from llama_wizard.screens.base import STEP_TITLES
 
         for number, step in enumerate(STEP_ORDER, 1):
             yield SystemCommand(

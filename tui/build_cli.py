@@ -10,8 +10,8 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nix.build import BuildRecord
-    from nix.events import BuildProgress
+    from llama_wizard.nix.build import BuildRecord
+    from llama_wizard.nix.events import BuildProgress
 
 EXIT_FAILED, EXIT_CANCELLED = 1, 130
 
@@ -55,9 +55,9 @@ def follow_build(
 ) -> tuple[BuildRecord, BuildProgress]:
     """Follow the build to its end, drawing progress; Ctrl-C cancels it (a second one stops
     following and leaves the cancel running)."""
-    from nix.build import LogFollower, read_record, request_cancel
-    from nix.events import BuildProgress
-    from tui.build_view import plain_status, progress_renderable
+    from llama_wizard.nix.build import LogFollower, read_record, request_cancel
+    from llama_wizard.nix.events import BuildProgress
+    from llama_wizard.tui.build_view import plain_status, progress_renderable
 
     progress = BuildProgress()
     json_lines = JsonLines(out) if mode == "json" else None
@@ -115,8 +115,8 @@ def follow_build(
 
 def _report(record: BuildRecord, progress: BuildProgress, mode: str, out: IO[str],
             err: IO[str]) -> int:  # fmt: skip
-    from nix.build import describe_record
-    from nix.diagnose import diagnose
+    from llama_wizard.nix.build import describe_record
+    from llama_wizard.nix.diagnose import diagnose
 
     described = describe_record(record)
     failure = diagnose(progress, record) if record.status in ("failed", "lost") else None
@@ -165,7 +165,7 @@ def run_build(
     err: IO[str] = sys.stderr,
 ) -> int:
     # Imported here: registering the subcommand must not load the build machinery.
-    from nix.build import BuildAlreadyRunning, describe_record, find_build, start_build
+    from llama_wizard.nix.build import BuildAlreadyRunning, describe_record, find_build, start_build
 
     existing = find_build(state_dir, output)
     if existing is not None and not existing.finished:

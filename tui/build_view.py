@@ -8,8 +8,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from nix.events import BuildProgress, RunningBuild
-from tui.format import human_bytes
+from llama_wizard.nix.events import BuildProgress, RunningBuild
+from llama_wizard.tui.format import human_bytes
 
 
 def clock(seconds: float) -> str:

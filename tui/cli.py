@@ -10,8 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tui import __version__
-from tui.options import add_machine_options, gpu_list
+from llama_wizard.tui import __version__
+from llama_wizard.tui.options import add_machine_options, gpu_list
 
 EXIT_USAGE = 2
 
@@ -63,15 +63,15 @@ def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
         "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
     )
     add_machine_options(plan, top_level=False)
-    from tui import build_cli
+    from llama_wizard.tui import build_cli
 
     build = build_cli.add_parser(commands)
     add_machine_options(build, top_level=False)
-    from tui import run_cli
+    from llama_wizard.tui import run_cli
 
     run = run_cli.add_parser(commands)
     add_machine_options(run, top_level=False)
-    from tui import fit as fit_command
+    from llama_wizard.tui import fit as fit_command
 
     fit = fit_command.add_parser(commands)
     add_machine_options(fit, top_level=False)
@@ -107,14 +107,14 @@ def add_wizard_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _list_profiles() -> int:
-    from detect.simulate import list_profiles
+    from llama_wizard.detect.simulate import list_profiles
 
     print("\n".join(list_profiles()))
     return 0
 
 
 def _run_detect(args: argparse.Namespace) -> int:
-    from tui.machine import open_machine
+    from llama_wizard.tui.machine import open_machine
 
     with open_machine(args.root, args.simulate) as machine:
         inventory = machine.detect(args.timeout)
@@ -122,18 +122,18 @@ def _run_detect(args: argparse.Namespace) -> int:
         json.dump(inventory.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        from tui.render import print_inventory
+        from llama_wizard.tui.render import print_inventory
 
         print_inventory(inventory)
     return 0
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from models.errors import ModelError
-    from nix.errors import NixError
-    from nix.recommend import ChoiceError
-    from tui.machine import open_machine
-    from tui.plan import make_plan
+    from llama_wizard.models.errors import ModelError
+    from llama_wizard.nix.errors import NixError
+    from llama_wizard.nix.recommend import ChoiceError
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.plan import make_plan
 
     with open_machine(args.root, args.simulate) as machine:
         inventory = machine.detect(args.timeout)
@@ -155,7 +155,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        from tui.render import print_plan
+        from llama_wizard.tui.render import print_plan
 
         print_plan(plan)
     return 0
@@ -164,11 +164,11 @@ def _run_plan(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nix.errors import NixError
-    from nix.recommend import ChoiceError
-    from tui.build_cli import run_build
-    from tui.machine import open_machine
-    from tui.plan import make_plan, state_dir
+    from llama_wizard.nix.errors import NixError
+    from llama_wizard.nix.recommend import ChoiceError
+    from llama_wizard.tui.build_cli import run_build
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.plan import make_plan, state_dir
 
     gpus = gpu_list(args.gpu) if args.gpu else None
     with open_machine(args.root, args.simulate) as machine:
@@ -205,10 +205,10 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _run_wizard(args: argparse.Namespace) -> int:
-    from tui.options import wants_plain
+    from llama_wizard.tui.options import wants_plain
 
     if args.plain or args.yes or wants_plain():
-        from tui.plain import run_plain
+        from llama_wizard.tui.plain import run_plain
 
         return run_plain(
             root=args.root,
@@ -221,7 +221,7 @@ def _run_wizard(args: argparse.Namespace) -> int:
             quant=args.quant,
             ctx=args.ctx,
         )
-    from tui.app import run_wizard
+    from llama_wizard.tui.app import run_wizard
 
     return run_wizard(
         root=args.root,
@@ -249,12 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.simulate == "list":
         return _list_profiles()
     if args.reset:
-        from tui.settings import reset_settings, settings_path
+        from llama_wizard.tui.settings import reset_settings, settings_path
 
         backup = reset_settings()
         what = f"kept as {backup}" if backup else "there were none"
         print(f"Forgot the saved choices ({settings_path()}; {what}).", file=sys.stderr)
-    from detect.errors import ProfileError
+    from llama_wizard.detect.errors import ProfileError
 
     try:
         if args.command == "detect":
@@ -264,11 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "build":
             return _run_build(args)
         if args.command == "run":
-            from tui import run_cli
+            from llama_wizard.tui import run_cli
 
             return run_cli.run(args)
         if args.command == "fit":
-            from tui import fit as fit_command
+            from llama_wizard.tui import fit as fit_command
 
             return fit_command.run(args)
         return _run_wizard(args)

@@ -21,12 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from detect.errors import ActionableError
-from nix.flake import nix_string
-from tui.launch import LaunchSpec, is_secret_name, shell_words, uses_gpu, without_secrets
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.nix.flake import nix_string
+from llama_wizard.tui.launch import (
+    LaunchSpec,
+    is_secret_name,
+    shell_words,
+    uses_gpu,
+    without_secrets,
+)
 
 if TYPE_CHECKING:
-    from tui.plan import Plan
+    from llama_wizard.tui.plan import Plan
 
 SERVER_HOST = "0.0.0.0"
 SERVER_PORT = 8080

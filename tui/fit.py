@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from tui.options import gpu_list, positive_int
+from llama_wizard.tui.options import gpu_list, positive_int
 
 EXIT_USAGE = 2
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -87,8 +87,8 @@ def _write_json(document: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect.errors import ProfileError
-    from models.errors import ModelError
+    from llama_wizard.detect.errors import ProfileError
+    from llama_wizard.models.errors import ModelError
 
     try:
         return _run(args)
@@ -111,9 +111,9 @@ def _run(args: argparse.Namespace) -> int:
             "shows the catalogue.",
             EXIT_USAGE,
         )
-    from models.choose import fit_model
-    from models.estimate import EstimateOptions
-    from models.source import resolve_model
+    from llama_wizard.models.choose import fit_model
+    from llama_wizard.models.estimate import EstimateOptions
+    from llama_wizard.models.source import resolve_model
 
     devices, host_memory, simulated = _devices(args)
     if devices is None:
@@ -132,9 +132,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, str | None]:
-    from models.choose import devices_from_gpus
-    from models.estimate import Device
-    from models.sizes import parse_size
+    from llama_wizard.models.choose import devices_from_gpus
+    from llama_wizard.models.estimate import Device
+    from llama_wizard.models.sizes import parse_size
 
     if args.vram:
         sizes = [parse_size(part) for part in args.vram.split(",") if part.strip()]
@@ -142,8 +142,8 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
             parse_size("")
         names = [f"--vram #{i + 1}" if len(sizes) > 1 else "--vram" for i in range(len(sizes))]
         return [Device(name, size) for name, size in zip(names, sizes, strict=True)], None, None
-    from nix.recommend import default_gpus
-    from tui.machine import open_machine
+    from llama_wizard.nix.recommend import default_gpus
+    from llama_wizard.tui.machine import open_machine
 
     timeout = getattr(args, "timeout", None) or 10.0
     with open_machine(getattr(args, "root", None), getattr(args, "simulate", None)) as machine:
@@ -176,7 +176,7 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
 
 
 def _gib(value: int | None) -> str:
-    from models.sizes import human_bytes
+    from llama_wizard.models.sizes import human_bytes
 
     return human_bytes(value)
 
@@ -271,7 +271,7 @@ def _print_report(report: Any, simulated: str | None) -> None:
 
 
 def _list_catalogue(args: argparse.Namespace) -> int:
-    from models.catalogue import load_catalogue
+    from llama_wizard.models.catalogue import load_catalogue
 
     catalogue = load_catalogue()
     if args.json:
@@ -306,7 +306,7 @@ def _list_catalogue(args: argparse.Namespace) -> int:
 
 
 def _list_local(args: argparse.Namespace) -> int:
-    from models.local import find_local_models
+    from llama_wizard.models.local import find_local_models
 
     found = find_local_models()
     if args.json:

@@ -3,7 +3,7 @@ No Rich and no Textual here: the first screen imports it, and it must stay light
 
 from __future__ import annotations
 
-from detect.model import Gpu
+from llama_wizard.detect.model import Gpu
 
 
 def human_bytes(value: int | None) -> str:

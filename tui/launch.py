@@ -31,11 +31,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import psutil
 
-from detect.errors import ActionableError
+from llama_wizard.detect.errors import ActionableError
 
 if TYPE_CHECKING:
-    from models.choose import ModelChoice
-    from tui.plan import Plan
+    from llama_wizard.models.choose import ModelChoice
+    from llama_wizard.tui.plan import Plan
 
 PROGRAMS = ("llama-completion", "llama-server")
 DEFAULT_PROMPT = "The capital of France is"

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from detect.sysroot import SystemRoot
+from llama_wizard.detect.sysroot import SystemRoot
 
 if TYPE_CHECKING:
-    from detect.model import Inventory
+    from llama_wizard.detect.model import Inventory
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Machine:
 
     def detect(self, timeout: float = 10.0) -> Inventory:
         """This machine's inventory, marked as simulated when it is."""
-        from detect.inventory import detect
+        from llama_wizard.detect.inventory import detect
 
         inventory = detect(self.root, timeout=timeout, env=self.env)
         inventory.simulated = self.simulated
@@ -34,7 +34,7 @@ class Machine:
 def open_machine(root: str | None = None, simulate: str | None = None) -> Iterator[Machine]:
     """The machine to detect. A simulated one lives in a temporary directory for the duration."""
     if simulate:
-        from detect.simulate import load_profile, materialize
+        from llama_wizard.detect.simulate import load_profile, materialize
 
         profile = load_profile(simulate)
         with tempfile.TemporaryDirectory(prefix="llama-wizard-sim-") as directory:

@@ -27,11 +27,11 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from detect.errors import ActionableError
-from detect.model import Gpu, Inventory
-from tui.machine import Machine
-from tui.options import is_dumb_terminal
-from tui.settings import Settings
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.detect.model import Gpu, Inventory
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.options import is_dumb_terminal
+from llama_wizard.tui.settings import Settings
 
 STEPS = ("Hardware", "Build", "Model", "Build run", "Launch", "Done")
 BACK = "__back__"
@@ -449,12 +449,12 @@ class PlainWizard:
         return self.inventory
 
     def recommended_gpus(self) -> list[int]:
-        from nix.recommend import default_gpus
+        from llama_wizard.nix.recommend import default_gpus
 
         return [g.index for g in default_gpus(self.detect())[0]]
 
     def step_hardware(self) -> str:
-        from tui.render import gpu_architecture, gpu_memory, print_inventory
+        from llama_wizard.tui.render import gpu_architecture, gpu_memory, print_inventory
 
         self.header(1)
         inventory = self.detect()
@@ -504,9 +504,9 @@ class PlainWizard:
     def make_plan(self) -> Any:
         """The plan for the choices so far. A saved choice that no longer works (an output this
         flake lacks, a model that no longer fits) is dropped with a note."""
-        from models.errors import ModelError
-        from nix.recommend import ChoiceError
-        from tui.plan import make_plan
+        from llama_wizard.models.errors import ModelError
+        from llama_wizard.nix.recommend import ChoiceError
+        from llama_wizard.tui.plan import make_plan
 
         while True:
             try:
@@ -548,7 +548,7 @@ class PlainWizard:
         return any(chosen) and chosen != self.named
 
     def step_build(self) -> str:
-        from tui.render import print_plan
+        from llama_wizard.tui.render import print_plan
 
         self.header(2)
         while True:
@@ -607,7 +607,7 @@ class PlainWizard:
         return "next"
 
     def choose_output(self) -> None:
-        from nix.catalogue import describe
+        from llama_wizard.nix.catalogue import describe
 
         build = self.plan.build
         recommended = build.recommended_output or build.output
@@ -644,7 +644,7 @@ class PlainWizard:
             self.say(f"The recommendation stays {recommended}.")
 
     def ask_flake(self) -> None:
-        from nix.flake import default_flake_ref
+        from llama_wizard.nix.flake import default_flake_ref
 
         current = self.plan.build.flake if self.plan is not None else None
         self.flake = self.prompter.text(
@@ -660,7 +660,7 @@ class PlainWizard:
         return [g for g in inventory.gpus if g.index in self.plan.build.gpus]
 
     def step_model(self) -> str:
-        from models.choose import devices_for
+        from llama_wizard.models.choose import devices_for
 
         self.header(3)
         # The chosen GPUs' memory; with none, the RAM the CPU build runs in.
@@ -750,7 +750,7 @@ class PlainWizard:
         return "next"
 
     def recommendation(self, devices: list) -> Any:
-        from models.choose import recommend
+        from llama_wizard.models.choose import recommend
 
         return recommend(devices, host_memory_bytes=self.host_memory())
 
@@ -758,15 +758,15 @@ class PlainWizard:
         return self.detect().memory_available_bytes or None
 
     def fit(self, spec: str, devices: list, ctx: int | None) -> Any:
-        from models.choose import fit_model
-        from models.source import resolve_model
+        from llama_wizard.models.choose import fit_model
+        from llama_wizard.models.source import resolve_model
 
         return fit_model(resolve_model(spec), devices, ctx, host_memory_bytes=self.host_memory())
 
     def show_models(self, devices: list, choice: Any) -> None:
-        from models.catalogue import load_catalogue
-        from models.choose import fit_model
-        from models.source import from_catalogue
+        from llama_wizard.models.catalogue import load_catalogue
+        from llama_wizard.models.choose import fit_model
+        from llama_wizard.models.source import from_catalogue
 
         ctx = choice.ctx if choice is not None else (self.ctx or 32768)
         memory = sum(d.memory_bytes for d in devices)
@@ -813,10 +813,10 @@ class PlainWizard:
             self.say(f"  • {reason}")
 
     def choose_model(self, devices: list, ctx: int) -> Any:
-        from models.catalogue import load_catalogue
-        from models.choose import fit_model, recommend
-        from models.errors import ModelError
-        from models.source import from_catalogue
+        from llama_wizard.models.catalogue import load_catalogue
+        from llama_wizard.models.choose import fit_model, recommend
+        from llama_wizard.models.errors import ModelError
+        from llama_wizard.models.source import from_catalogue
 
         options = []
         for model in load_catalogue().models:
@@ -846,7 +846,7 @@ class PlainWizard:
         return choice
 
     def choose_quant(self, devices: list, choice: Any) -> Any:
-        from models.choose import choice_from_report
+        from llama_wizard.models.choose import choice_from_report
 
         report = self.fit(choice.repo, devices, choice.ctx)
         options = [
@@ -864,7 +864,7 @@ class PlainWizard:
         return choice_from_report(report, index)
 
     def change_ctx(self, devices: list, choice: Any, ctx: int) -> Any:
-        from models.choose import choice_from_report, recommend
+        from llama_wizard.models.choose import choice_from_report, recommend
 
         answer = self.prompter.text(
             "Context size in tokens", default=str(ctx), validate=_positive_int(256, 1 << 21)
@@ -898,9 +898,9 @@ class PlainWizard:
         return Path(self.plan.build.out_link).name.removeprefix("result-")
 
     def step_build_run(self) -> str:
-        from nix.build import find_build
-        from tui.build_cli import run_build
-        from tui.plan import state_dir
+        from llama_wizard.nix.build import find_build
+        from llama_wizard.tui.build_cli import run_build
+        from llama_wizard.tui.plan import state_dir
 
         self.header(4)
         build = self.plan.build
@@ -985,7 +985,7 @@ class PlainWizard:
     # --- step 5: the launch ---
 
     def step_launch(self) -> str:
-        from tui.launch import server_url
+        from llama_wizard.tui.launch import server_url
 
         self.header(5)
         settings = self.settings
@@ -1026,7 +1026,7 @@ class PlainWizard:
                 )
 
     def make_spec(self, program: str) -> Any:
-        from tui.launch import launch_spec
+        from llama_wizard.tui.launch import launch_spec
 
         settings = self.settings
         return launch_spec(
@@ -1041,7 +1041,7 @@ class PlainWizard:
     def launch(self, program: str) -> int:
         """Run the program, its output streamed, until it ends or Ctrl-C stops it. Returns its
         exit status (0 when it was stopped on purpose)."""
-        from tui.launch import LaunchedProcess, exit_status, server_url
+        from llama_wizard.tui.launch import LaunchedProcess, exit_status, server_url
 
         try:
             spec = self.make_spec(program)
@@ -1096,7 +1096,7 @@ class PlainWizard:
     # --- step 6: done ---
 
     def step_done(self) -> str:
-        from tui import commands as commands_module
+        from llama_wizard.tui import commands as commands_module
 
         self.header(6)
         commands = None
@@ -1160,7 +1160,7 @@ def _best_quant(report: Any) -> Any:
 
 
 def _same_flake(ref: str, saved: str | None) -> bool:
-    from nix.flake import normalize_ref
+    from llama_wizard.nix.flake import normalize_ref
 
     return saved is not None and (ref == saved or normalize_ref(ref) == normalize_ref(saved))
 
@@ -1190,7 +1190,7 @@ def run_plain(
     ctx: int | None = None,
 ) -> int:
     """`llama-wizard --plain` / `--yes` (and bare `llama-wizard` on a dumb terminal)."""
-    from tui.machine import open_machine
+    from llama_wizard.tui.machine import open_machine
 
     prompter = choose_prompter(yes)
     interactive_tty = isinstance(prompter, QuestionaryPrompter)

@@ -10,17 +10,23 @@ from typing import TYPE_CHECKING, Any
 
 from platformdirs import user_state_dir
 
-from detect.model import DetectionWarning, Inventory
-from nix import environment
-from nix.catalogue import CATALOGUE, UPSTREAM_PACKAGES
-from nix.environment import NixEnvironment
-from nix.errors import FlakeError, NixError, NixNotFound
-from nix.flake import UPSTREAM_FLAKE, FlakeOutputs, default_flake_ref, normalize_ref, query_outputs
-from nix.recommend import BuildChoice, PlanWarning, nix_system, recommend
-from tui.machine import Machine
+from llama_wizard.detect.model import DetectionWarning, Inventory
+from llama_wizard.nix import environment
+from llama_wizard.nix.catalogue import CATALOGUE, UPSTREAM_PACKAGES
+from llama_wizard.nix.environment import NixEnvironment
+from llama_wizard.nix.errors import FlakeError, NixError, NixNotFound
+from llama_wizard.nix.flake import (
+    UPSTREAM_FLAKE,
+    FlakeOutputs,
+    default_flake_ref,
+    normalize_ref,
+    query_outputs,
+)
+from llama_wizard.nix.recommend import BuildChoice, PlanWarning, nix_system, recommend
+from llama_wizard.tui.machine import Machine
 
 if TYPE_CHECKING:
-    from models.choose import ModelChoice
+    from llama_wizard.models.choose import ModelChoice
 
 
 def state_dir() -> Path:
@@ -139,7 +145,9 @@ def make_plan(
     build = recommend(
         inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
     )
-    from models.choose import recommend_for_inventory  # loads gguf/numpy: only when planning
+    from llama_wizard.models.choose import (
+        recommend_for_inventory,  # loads gguf/numpy: only when planning
+    )
 
     chosen_gpus = [g for g in inventory.gpus if g.index in build.gpus]
     model_choice = recommend_for_inventory(

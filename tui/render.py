@@ -10,12 +10,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from detect.model import DetectionWarning, Gpu, Inventory
-from tui.format import gpu_architecture, gpu_free, gpu_memory, human_bytes, short_bus_id
+from llama_wizard.detect.model import DetectionWarning, Gpu, Inventory
+from llama_wizard.tui.format import (
+    gpu_architecture,
+    gpu_free,
+    gpu_memory,
+    human_bytes,
+    short_bus_id,
+)
 
 if TYPE_CHECKING:
-    from nix.recommend import PlanWarning
-    from tui.plan import Plan
+    from llama_wizard.nix.recommend import PlanWarning
+    from llama_wizard.tui.plan import Plan
 
 
 def warning_panel(warning: DetectionWarning | PlanWarning) -> Panel:

@@ -12,10 +12,10 @@ import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from tui.options import gpu_list, positive_int
+from llama_wizard.tui.options import gpu_list, positive_int
 
 if TYPE_CHECKING:
-    from tui.launch import LaunchSpec
+    from llama_wizard.tui.launch import LaunchSpec
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 POLL_SECONDS = 0.1
@@ -125,7 +125,7 @@ def run_spec(
 ) -> int:
     """Start the program, stream it to the end, stop it (and its tree) on Ctrl-C, SIGTERM or
     SIGHUP. Returns the program's exit status (128 + N when a signal N ended it)."""
-    from tui.launch import LaunchedProcess, Timing, exit_status, parse_timing
+    from llama_wizard.tui.launch import LaunchedProcess, Timing, exit_status, parse_timing
 
     signals: list[int] = []
 
@@ -194,10 +194,10 @@ def _timing_summary(timing: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect.errors import ActionableError
-    from tui.launch import launch_spec, server_url
-    from tui.machine import open_machine
-    from tui.plan import make_plan
+    from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.tui.launch import launch_spec, server_url
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.plan import make_plan
 
     output = Output(args.json, sys.stdout, sys.stderr)
     extra = list(args.extra or [])

@@ -8,17 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from detect.model import Gpu, Inventory
-from tui.machine import Machine
-from tui.settings import Settings
+from llama_wizard.detect.model import Gpu, Inventory
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.settings import Settings
 
 if TYPE_CHECKING:
     # Loaded when a step needs them (models/ brings llama.cpp's gguf package and numpy), so
     # the first screen comes up nearly as fast as a bare Textual app.
-    from models.choose import FitReport, ModelChoice
-    from models.source import ModelSource
-    from nix.build import BuildRecord
-    from tui.plan import Plan
+    from llama_wizard.models.choose import FitReport, ModelChoice
+    from llama_wizard.models.source import ModelSource
+    from llama_wizard.nix.build import BuildRecord
+    from llama_wizard.tui.plan import Plan
 
 
 @dataclass
@@ -44,7 +44,7 @@ class WizardState:
         return self.inventory
 
     def recommended_gpus(self) -> list[Gpu]:
-        from nix.recommend import default_gpus
+        from llama_wizard.nix.recommend import default_gpus
 
         assert self.inventory is not None
         return default_gpus(self.inventory)[0]
@@ -57,7 +57,7 @@ class WizardState:
 
     def make_plan(self) -> Plan:
         """Raises ActionableError subclasses (flake unreadable, bad choice, model unreadable)."""
-        from tui.plan import make_plan
+        from llama_wizard.tui.plan import make_plan
 
         assert self.inventory is not None
         settings = self.settings
@@ -78,13 +78,13 @@ class WizardState:
         return [g for g in self.inventory.gpus if g.index in self.plan.build.gpus]
 
     def load_model(self, spec: str, quant: str | None = None) -> ModelSource:
-        from models.source import resolve_model
+        from llama_wizard.models.source import resolve_model
 
         self.model_source = resolve_model(spec, quant)
         return self.model_source
 
     def fit_model(self, ctx: int | None) -> FitReport:
-        from models.choose import devices_for, fit_model
+        from llama_wizard.models.choose import devices_for, fit_model
 
         assert self.model_source is not None and self.inventory is not None
         devices = devices_for(self.plan_gpus(), self.inventory)

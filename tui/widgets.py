@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from models.estimate import Estimate
+from llama_wizard.models.estimate import Estimate
 
 BAR_WIDTH = 24
 VERDICT_STYLES = {"fits": "bold green", "tight": "bold yellow", "no": "bold red"}
