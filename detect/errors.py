@@ -14,5 +14,10 @@ class ActionableError(Exception):
         return f"{self.message}\n{self.fix}"
 
 
+class ChoiceError(ActionableError):
+    """A choice the person made that cannot work (a GPU that is not there, a flake output the
+    flake lacks), with what to do instead."""
+
+
 class ProfileError(ValueError):
     """A bundled hardware profile that does not exist or cannot be read (`--simulate`)."""

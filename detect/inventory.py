@@ -3,16 +3,15 @@ entry per physical GPU, keyed by PCI address, in PCI bus order."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import platform
+import shutil
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
-
-from llama_wizard.detect import host, kfd, nvidia, rocminfo
+from llama_wizard.detect import host, kfd
 from llama_wizard.detect.gfx import amd_device
 from llama_wizard.detect.model import Cpu, DetectionWarning, Gpu, Inventory
 from llama_wizard.detect.names import (
@@ -33,6 +32,9 @@ from llama_wizard.detect.tools import (
     ToolTimeout,
     run_tool,
 )
+
+if TYPE_CHECKING:
+    from llama_wizard.detect import nvidia, rocminfo
 
 GIB = 1 << 30
 # A source with no subprocess of its own gets this much beyond the tool timeout before detection
@@ -71,6 +73,8 @@ def _timeout_warning(tool: str, timeout: float) -> DetectionWarning:
 
 
 def _rocminfo_source(timeout: float, env: Mapping[str, str] | None) -> SourceResult:
+    from llama_wizard.detect import rocminfo  # its parser: only when rocminfo is there
+
     try:
         result = run_tool(rocminfo.ROCMINFO_ARGV, timeout=timeout, env=env)
     except ToolNotFound:
@@ -90,6 +94,8 @@ def _rocminfo_source(timeout: float, env: Mapping[str, str] | None) -> SourceRes
 
 
 def _nvidia_source(timeout: float, env: Mapping[str, str] | None) -> SourceResult:
+    from llama_wizard.detect import nvidia  # its parser: only when nvidia-smi is there
+
     try:
         result: ToolResult = run_tool(nvidia.query_argv(), timeout=timeout, env=env)
         with_cap = True
@@ -117,6 +123,8 @@ def _host_source(root: SystemRoot, system: str, timeout: float, env: Mapping[str
             cpu, memory_total, gpus = host.read_macos(timeout=timeout, env=env)
         except (ToolNotFound, ToolTimeout):
             cpu, memory_total, gpus = host.read_cpu(root), 0, []
+        import psutil
+
         available = int(psutil.virtual_memory().available)
         return SourceResult("host", {"cpu": cpu, "memory": (memory_total, available), "gpus": gpus})
     return SourceResult(
@@ -133,7 +141,7 @@ def run_sources(
 ) -> list[SourceResult]:
     """Every source at once; each result is handed to `on_result` as soon as it arrives, so a
     screen can fill in while a slow tool is still running."""
-    system = system or platform.system()
+    system = system or os.uname().sysname
     jobs: dict[str, Callable[[], SourceResult]] = {
         "host": lambda: _host_source(root, system, timeout, env),
     }
@@ -142,25 +150,50 @@ def run_sources(
         jobs["rocminfo"] = lambda: _rocminfo_source(timeout, env)
         jobs["nvidia-smi"] = lambda: _nvidia_source(timeout, env)
     results: list[SourceResult] = []
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs))
-    futures = {executor.submit(job): name for name, job in jobs.items()}
+
+    def deliver(result: SourceResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    # A tool that is not on PATH answers "nothing here" at once: no thread for it.
+    path = (os.environ if env is None else env).get("PATH")
+    for name in ("rocminfo", "nvidia-smi"):
+        if name in jobs and shutil.which(name, path=path) is None:
+            del jobs[name]
+            deliver(SourceResult(name))
+    answers: list[tuple[str, SourceResult | BaseException]] = []
+    answered = threading.Condition()
+
+    def work(name: str, job: Callable[[], SourceResult]) -> None:
+        try:
+            answer: SourceResult | BaseException = job()
+        except BaseException as error:  # handed to the caller, as a future's result() would
+            answer = error
+        with answered:
+            answers.append((name, answer))
+            answered.notify()
+
+    for name, job in jobs.items():
+        threading.Thread(target=work, args=(name, job), name=f"detect-{name}", daemon=True).start()
     # nvidia-smi may run twice (the compute_cap retry), each run with its own limit.
     deadline = 2 * timeout + GRACE_SECONDS
-    try:
-        for future in concurrent.futures.as_completed(futures, timeout=deadline):
-            result = future.result()
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    except concurrent.futures.TimeoutError:
-        for future, name in futures.items():
-            if not future.done():
-                result = SourceResult(name, warnings=[_timeout_warning(name, deadline)])
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+    ends = time.monotonic() + deadline
+    pending = set(jobs)
+    while pending:
+        with answered:
+            answered.wait_for(lambda: answers, timeout=max(ends - time.monotonic(), 0))
+            arrived, answers[:] = list(answers), []
+        if not arrived:
+            break
+        for name, answer in arrived:
+            pending.discard(name)
+            if isinstance(answer, BaseException):
+                raise answer
+            deliver(answer)
+    for name in jobs:
+        if name in pending:
+            deliver(SourceResult(name, warnings=[_timeout_warning(name, deadline)]))
     return results
 
 

@@ -34,6 +34,14 @@ class Gpu:
     compute_units: int | None = None
     driver_version: str | None = None
 
+    @property
+    def usable_bytes(self) -> int:
+        """What a GPU offers a model: memory_usable_bytes, what llama.cpp can allocate there (for
+        an APU the carve-out plus GTT), not what happens to be free now. The wizard plans what to
+        run on the machine; a process holding memory now (an old llama-server, a desktop) is
+        reported, not planned around."""
+        return self.memory_usable_bytes or self.vram_total_bytes or 0
+
     def add_source(self, source: str) -> None:
         if source not in self.sources:
             self.sources.append(source)

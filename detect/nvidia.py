@@ -4,8 +4,6 @@ Its error text is never taken for data: a row counts only when every field parse
 
 from __future__ import annotations
 
-import csv
-import math
 import re
 from dataclasses import dataclass
 
@@ -64,12 +62,16 @@ def _mib(text: str) -> int | None:
         number = float(value.split()[0])
     except (ValueError, IndexError):
         return None
+    import math
+
     if number < 0 or math.isnan(number) or number > 1 << 40:
         return None
     return int(number * MIB)
 
 
 def parse(stdout: str, with_compute_cap: bool = True) -> list[NvidiaGpu]:
+    import csv
+
     width = len(FIELDS) if with_compute_cap else len(FIELDS) - 1
     gpus = []
     for line in stdout.splitlines():

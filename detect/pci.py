@@ -178,10 +178,20 @@ def _from_udev(root: SystemRoot) -> list[PciDisplayDevice] | None:
     return devices
 
 
+def _any_gpu_class(root: SystemRoot) -> bool:
+    """Whether /sys lists any device of a GPU class: libudev enumerates the same tree, so when
+    it lists none, loading libudev would find none either."""
+    for name in root.listdir("/sys/bus/pci/devices"):
+        pci_class = root.read_int(f"/sys/bus/pci/devices/{name}/class", 16)
+        if pci_class is None or (pci_class >> 16) in (0x03, ACCELERATOR_CLASS >> 8):
+            return True
+    return False
+
+
 def display_devices(root: SystemRoot) -> list[PciDisplayDevice]:
     """Display-class PCI devices in PCI address order. libudev knows only the real machine, so a
     fixture root is always read directly."""
-    devices = _from_udev(root) if root.is_host else None
+    devices = _from_udev(root) if root.is_host and _any_gpu_class(root) else None
     if devices is None:
         devices = _from_sysfs(root)
     return sorted(devices, key=lambda device: device.bdf)

@@ -7,13 +7,14 @@ helpers of its own, and none may outlive detection.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -56,6 +57,8 @@ def run_tool(
     if executable is None:
         raise ToolNotFound(argv[0])
     environment.setdefault("LC_ALL", "C")
+    import subprocess  # not before a tool is found: most machines lack rocminfo or nvidia-smi
+
     try:
         process = subprocess.Popen(
             [executable, *argv[1:]],
@@ -81,13 +84,12 @@ def run_tool(
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        process.kill()
+    """A tool that overran is killed at once, its group and helpers with it: a wedged GPU does
+    not answer politely, so there is nothing to wait for."""
+    from llama_wizard.detect.process import stop_process_tree
+
+    stop_process_tree(process, signals=(), group=True, reap_timeout=1.0)
     # The pipes may be held open by grandchildren that escaped the group; don't wait on them.
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=1.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +13,11 @@ from llama_wizard.models.estimate import DEFAULT_CTX, Device, Estimate, Estimate
 from llama_wizard.models.source import ModelSource, from_catalogue, resolve_model
 
 
-def gpu_memory(gpu: Gpu) -> int:
-    """What a GPU offers a model: memory_usable_bytes, what llama.cpp can allocate there (for an
-    APU the carve-out plus GTT), not what happens to be free now. The wizard plans what to run on
-    the machine; a process holding memory now (an old llama-server, a desktop) is reported, not
-    planned around."""
-    return gpu.memory_usable_bytes or gpu.vram_total_bytes or 0
-
-
 def devices_from_gpus(gpus: list[Gpu]) -> list[Device]:
     return [
-        Device(gpu.name, gpu_memory(gpu), gpu.index, gpu.memory_free_bytes)
+        Device(gpu.name, gpu.usable_bytes, gpu.index, gpu.memory_free_bytes)
         for gpu in gpus
-        if gpu_memory(gpu) > 0
+        if gpu.usable_bytes > 0
     ]
 
 
@@ -34,7 +26,7 @@ def devices_for(gpus: list[Gpu], inventory: Inventory) -> list[Device]:
     devices = devices_from_gpus(gpus)
     if devices or not inventory.memory_available_bytes:
         return devices
-    return [Device("system RAM (CPU)", inventory.memory_available_bytes, None, None)]
+    return [Device("system RAM (CPU)", inventory.memory_available_bytes, None, None, host=True)]
 
 
 def default_context(source: ModelSource, ctx: int | None) -> int:
@@ -115,7 +107,10 @@ def fit_model(
         )
     context = default_context(source, ctx)
     opts = options or EstimateOptions()
-    opts = EstimateOptions(**{**opts.__dict__, "ctx": context})
+    opts = replace(opts, ctx=context)
+    if all(d.host for d in devices):
+        # The CPU build's memory is the RAM itself: no per-GPU runtime overhead to add.
+        opts = replace(opts, overhead_bytes=0)
     estimates = [
         estimate(c.arch, c.layout, c.quant, opts, devices, host_memory_bytes=host_memory_bytes)
         for c in source.candidates
@@ -203,15 +198,13 @@ class ModelChoice:
         }
 
 
-_RANK = {"fits": 2, "tight": 1, "no": 0}
-
-
-def _best(report: FitReport) -> tuple[int, Estimate] | None:
-    """The largest quant that fits (not tight); failing that, the largest tight one."""
+def best_quant_index(report: FitReport) -> int | None:
+    """The quant to take from a report: the largest that fits with room to spare, else the
+    largest tight one; None when none fits."""
     for wanted in ("fits", "tight"):
-        matching = [(i, e) for i, e in enumerate(report.quants) if e.verdict == wanted]
+        matching = [i for i, e in enumerate(report.quants) if e.verdict == wanted]
         if matching:
-            return max(matching, key=lambda pair: pair[1].file_bytes)
+            return max(matching, key=lambda i: report.quants[i].file_bytes)
     return None
 
 
@@ -232,10 +225,11 @@ def recommend(
     if model:
         sources = [resolve_model(model, quant)]
     else:
+        # A quant asked for without a model: only the models that have it, with just it.
         sources = [
-            from_catalogue(m, m.repo, quant if quant and m.quant(quant) else None)
+            from_catalogue(m, m.repo, quant)
             for repo in catalogue.recommended
-            if (m := catalogue.find(repo)) is not None
+            if (m := catalogue.find(repo)) is not None and (not quant or m.quant(quant))
         ]
     # Without a context asked for: 32768 tokens, then smaller ones before giving up.
     contexts = [ctx] if ctx else [None, 8192, 4096]
@@ -243,7 +237,7 @@ def recommend(
     for context in contexts:
         for source in sources:
             report = fit_model(source, devices, context, host_memory_bytes=host_memory_bytes)
-            best = _best(report)
+            best = best_quant_index(report)
             if best is not None:
                 found = (source, report, best)
                 break
@@ -251,8 +245,8 @@ def recommend(
             break
     if found is None:
         return None
-    source, report, best = found
-    index, chosen = best
+    source, report, index = found
+    chosen = report.quants[index]
     candidate = source.candidates[index]
     reasons = [
         f"{candidate.quant} ({chosen.file_bytes / 1e9:.1f} GB) is the largest quant of "
@@ -263,6 +257,51 @@ def recommend(
     if chosen.max_ctx:
         reasons.append(f"The largest context that fits with it is {chosen.max_ctx} tokens.")
     return choice_from_report(report, index, reasons)
+
+
+@dataclass
+class ModelPlan:
+    """The model the plan runs (`choice`) and the one it would recommend without any choice
+    (`recommendation`): a choice equal to it is saved as "the recommendation"."""
+
+    choice: ModelChoice | None
+    recommendation: ModelChoice | None
+
+
+def plan_model(
+    devices: list[Device],
+    model: str | None = None,
+    quant: str | None = None,
+    ctx: int | None = None,
+    host_memory_bytes: int | None = None,
+) -> ModelPlan:
+    """The model, quant and context for these devices. A quant or context that was named but
+    does not fit is kept, with its verdict "no", so the person sees it and decides; a quant
+    that does not exist raises ModelError listing those that do."""
+    recommendation = recommend(devices, host_memory_bytes=host_memory_bytes)
+    if not (model or quant or ctx):
+        return ModelPlan(recommendation, recommendation)
+    if quant and not model:
+        catalogue = load_catalogue()
+        known = sorted({q.quant for m in catalogue.models for q in m.quants})
+        wanted = quant.upper()
+        if wanted not in {k.upper() for k in known}:
+            raise ModelError(
+                f"No model of the catalogue has a quant called {quant}.",
+                f"Choose one of: {', '.join(known)}; or name a model with --model.",
+            )
+    choice = recommend(
+        devices, model=model, quant=quant, ctx=ctx, host_memory_bytes=host_memory_bytes
+    )
+    if choice is None and model and devices:
+        # Nothing of it fits: keep what was named (its smallest quant when none was), marked
+        # "no", rather than silently running something else.
+        report = fit_model(
+            resolve_model(model, quant), devices, ctx, host_memory_bytes=host_memory_bytes
+        )
+        smallest = min(range(len(report.quants)), key=lambda i: report.quants[i].file_bytes)
+        choice = choice_from_report(report, smallest)
+    return ModelPlan(choice, recommendation)
 
 
 def choice_from_report(
@@ -288,26 +327,4 @@ def choice_from_report(
         tensor_split=chosen.tensor_split,
         reasons=reasons
         or [f"{candidate.quant} chosen by hand: {chosen.verdict} at a {report.ctx}-token context."],
-    )
-
-
-def recommend_for_inventory(
-    inventory: Inventory,
-    gpus: list[Gpu] | None = None,
-    model: str | None = None,
-    quant: str | None = None,
-    ctx: int | None = None,
-) -> ModelChoice | None:
-    """`recommend` for detected hardware: the given GPUs (the plan's choice), else the default
-    ones (discrete GPUs of one vendor, as the build choice picks them)."""
-    if gpus is None:
-        from llama_wizard.nix.recommend import default_gpus
-
-        gpus, _ = default_gpus(inventory)
-    return recommend(
-        devices_for(gpus, inventory),
-        model=model,
-        quant=quant,
-        ctx=ctx,
-        host_memory_bytes=inventory.memory_available_bytes or None,
     )

@@ -79,6 +79,7 @@ class Device:
     memory_bytes: int
     index: int | None = None
     free_bytes: int | None = None
+    host: bool = False  # system RAM for the CPU build: no GPU driver context to allow for
 
 
 class MemorySplit:

@@ -59,7 +59,9 @@ def parse_size(text: str) -> int:
 
 
 def human_bytes(value: int | None) -> str:
-    """1.5 GiB, 640 MiB, 12 KiB: binary units, as llama.cpp prints them."""
+    """1.5 GiB, 609.8 MiB, 12 KiB, 512 B: binary units, one decimal from MiB up (the model table
+    tells 609.8 MiB from 610.4 MiB); "?" for an unknown size. The one formatter of sizes for the
+    CLI, the screens and plain mode (tui/format.py re-exports it)."""
     if value is None:
         return "?"
     sign = "-" if value < 0 else ""
@@ -68,6 +70,6 @@ def human_bytes(value: int | None) -> str:
         if size < 1024 or unit == "TiB":
             if unit in ("B", "KiB"):
                 return f"{sign}{size:.0f} {unit}"
-            return f"{sign}{size:.1f} {unit}" if unit != "MiB" else f"{sign}{size:.0f} {unit}"
+            return f"{sign}{size:.1f} {unit}"
         size /= 1024
     return f"{value} B"  # pragma: no cover

@@ -5,7 +5,9 @@ own session: closing the wizard or dropping the SSH connection does not stop it.
 writes Nix's raw event stream and a readable log to files under the XDG state directory as lines
 arrive, and a state file (pid, output, started, log paths, status) that any later
 `llama-wizard` finds: it follows a running build from the start of its log, or reports how a
-finished one ended. A lock per output keeps two builds of the same output from running at once.
+finished one ended. Builds are named per flake and output (BuildChoice.build_name), so the same
+output of two flakes (or two revisions of one) are two builds; a lock per name keeps two builds
+of the same one from running at once.
 Cancelling sends SIGINT to the supervisor, which stops Nix (SIGINT, then SIGTERM, then SIGKILL
 after a grace period) and then kills any process left in the tree.
 """
@@ -25,11 +27,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import psutil
 
 from llama_wizard.nix.errors import NixError
+
+if TYPE_CHECKING:
+    from llama_wizard.nix.recommend import BuildChoice
 
 FINAL_STATES = ("succeeded", "failed", "cancelled", "lost")
 STATE_FILE = "state.json"
@@ -138,16 +143,17 @@ def _age_seconds(record: BuildRecord) -> float:
     return (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
 
 
-def find_build(state_dir: Path, output: str) -> BuildRecord | None:
-    """The last build of `output`: running, or how it ended. A build whose supervisor vanished
-    without a final state (the machine restarted, say) is reported as lost."""
-    record = BuildRecord.load(builds_dir(state_dir) / slug_for(output))
+def find_build(state_dir: Path, name: str) -> BuildRecord | None:
+    """The last build named `name` (a BuildChoice.build_name; the output for a build started
+    without a name): running, or how it ended. A build whose supervisor vanished without a final
+    state (the machine restarted, say) is reported as lost."""
+    record = BuildRecord.load(builds_dir(state_dir) / slug_for(name))
     if record is None:
         return None
     if not record.finished and not _supervisor_alive(record):
         # Give a supervisor that is just finishing a moment to write its final state.
         time.sleep(0.2)
-        record = BuildRecord.load(builds_dir(state_dir) / slug_for(output)) or record
+        record = BuildRecord.load(builds_dir(state_dir) / slug_for(name)) or record
         if not record.finished:
             record.status = "lost"
             record.note = "the build process is gone without a result (was the machine restarted?)"
@@ -155,6 +161,41 @@ def find_build(state_dir: Path, output: str) -> BuildRecord | None:
             with contextlib.suppress(OSError):
                 record.save()
     return record
+
+
+def built_store_path(out_link: str) -> str | None:
+    """The /nix/store path a result link points at, when that path exists (the build is done and
+    its result not garbage-collected), else None."""
+    link = Path(out_link)
+    if not link.is_symlink():
+        return None
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # a dangling link, or a loop
+        return None
+    return str(target) if str(target).startswith("/nix/store/") else None
+
+
+@dataclass(frozen=True)
+class BuildStatus:
+    """Where a planned build stands: running (record is the running build), built (store_path
+    is its result), or not built (record is the last attempt, if any)."""
+
+    state: Literal["running", "built", "not-built"]
+    record: BuildRecord | None = None
+    store_path: str | None = None
+
+
+def build_status(state_dir: Path, choice: BuildChoice) -> BuildStatus:
+    """The status of `choice`'s build: a running build first (it may be rebuilding what is
+    there), then its result link."""
+    record = find_build(state_dir, choice.build_name)
+    if record is not None and not record.finished:
+        return BuildStatus("running", record)
+    store_path = built_store_path(choice.out_link)
+    if store_path is not None:
+        return BuildStatus("built", record, store_path)
+    return BuildStatus("not-built", record)
 
 
 def running_builds(state_dir: Path) -> list[BuildRecord]:
@@ -175,9 +216,13 @@ def start_build(
     *,
     out_link: str | None = None,
     env: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> BuildRecord:
-    """Start the build under its supervisor and return at once. Raises BuildAlreadyRunning."""
-    slug = slug_for(output)
+    """Start the build under its supervisor and return at once. `output` is what the messages
+    call it; `name` (default: output) keys its directory and lock: BuildChoice.build_name, so
+    that builds of the same output from different flakes stay apart. Raises
+    BuildAlreadyRunning."""
+    slug = slug_for(name or output)
     directory = builds_dir(state_dir) / slug
     directory.mkdir(parents=True, exist_ok=True)
     lock = open(directory / "lock", "a+")  # noqa: SIM115 - handed to the supervisor
@@ -185,7 +230,7 @@ def start_build(
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            existing = find_build(state_dir, output)
+            existing = find_build(state_dir, name or output)
             if existing is None:
                 raise NixError(
                     f"Another build of {output} holds its lock but has no state file.",

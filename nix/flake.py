@@ -41,6 +41,17 @@ class FlakeOutputs:
         return output in self.packages
 
     @property
+    def key(self) -> str:
+        """A short stable name for this flake's identity (12 hex digits), for keeping build
+        results apart: the locked URL and revision when Nix told us them (a new revision, or the
+        same flake at another path, is another key), else the flake reference itself."""
+        if self.revision:
+            identity = f"{self.locked_url or self.ref}|{self.revision}"
+        else:
+            identity = normalize_ref(self.ref)
+        return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+    @property
     def rocm_gfx_outputs(self) -> list[str]:
         return sorted(p.removeprefix("rocm-") for p in self.packages if p.startswith("rocm-gfx"))
 

@@ -6,11 +6,12 @@ Rules from shared/reference/flake.md and gpu-detection.md §4-§11 (sources in n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llama_wizard.detect.errors import ActionableError
+from llama_wizard.detect.errors import ChoiceError
 from llama_wizard.detect.model import Gpu, Inventory
+from llama_wizard.detect.selection import default_gpus, gpus_by_index
 from llama_wizard.nix.catalogue import ROCM_BUILDABLE_TARGETS, describe
 from llama_wizard.nix.environment import DRIVER_LIB_DIR, NixEnvironment
 from llama_wizard.nix.flake import FlakeOutputs, nix_string
@@ -20,9 +21,16 @@ ROCM_UNSET = ["HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL
 MIN_CUDA_CAPABILITY = (5, 0)
 _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 
-
-class ChoiceError(ActionableError):
-    """A choice the person made that cannot work, with what to do instead."""
+# ChoiceError moved to detect/errors.py (GPU selection raises it too); it stays importable from
+# here, where the CLI and the tests have always found it.
+__all__ = [
+    "Alternative",
+    "BuildChoice",
+    "ChoiceError",
+    "PlanWarning",
+    "nix_system",
+    "recommend",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,9 @@ class BuildChoice:
     backend: str
     build_argv: list[str]
     out_link: str
+    # Names this build's result link and build record: the label plus the flake's key, so that
+    # a `default` built from one flake is not taken for the `default` of another.
+    build_name: str
     env: dict[str, str] = field(default_factory=dict)
     unset_env: list[str] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
@@ -55,6 +66,14 @@ class BuildChoice:
     costs: list[str] = field(default_factory=list)
     warnings: list[PlanWarning] = field(default_factory=list)
     recommended_output: str | None = None
+
+    @property
+    def build_label(self) -> str:
+        """What a person calls this build: the output, or `rocm-gfxA-gfxB` for `rocm` restricted
+        to those targets (two such builds are different results of the same output)."""
+        if self.rocm_targets is not None:
+            return "rocm-" + "-".join(self.rocm_targets)
+        return self.output
 
 
 def nix_system(inventory: Inventory) -> str:
@@ -71,56 +90,6 @@ def _capability(gpu: Gpu) -> tuple[int, int] | None:
         return int(major), int(minor or 0)
     except ValueError:
         return None
-
-
-def _memory(gpu: Gpu) -> int:
-    return gpu.memory_usable_bytes or gpu.vram_total_bytes or 0
-
-
-# --- choosing the GPUs ------------------------------------------------------------------------
-
-
-def default_gpus(inventory: Inventory) -> tuple[list[Gpu], list[str]]:
-    """The GPUs llama.cpp should use when the person has not said: the discrete ones of the
-    vendor with the most memory; integrated GPUs only when nothing else is there."""
-    usable = [g for g in inventory.gpus if g.vendor in ("amd", "nvidia", "intel", "apple")]
-    notes = []
-    discrete = [g for g in usable if not g.integrated]
-    if discrete:
-        for gpu in usable:
-            if gpu.integrated:
-                notes.append(
-                    f"GPU {gpu.index} ({gpu.name}) is integrated and is masked: llama.cpp would "
-                    "split layers onto it next to a discrete GPU and fail (gpu-detection.md "
-                    "pitfall 4)."
-                )
-        usable = discrete
-    by_vendor: dict[str, list[Gpu]] = {}
-    for gpu in usable:
-        by_vendor.setdefault(gpu.vendor, []).append(gpu)
-    if not by_vendor:
-        return [], notes
-    vendor = max(by_vendor, key=lambda v: (sum(_memory(g) for g in by_vendor[v]), -len(v)))
-    for other, gpus in by_vendor.items():
-        if other != vendor:
-            indices = ", ".join(str(g.index) for g in gpus)
-            notes.append(
-                f"GPU {indices} ({other}) is left out: one build drives one vendor's GPUs, and "
-                f"the {vendor} GPUs have more memory. Choose with --gpu to change that."
-            )
-    return by_vendor[vendor], notes
-
-
-def _gpus_by_index(inventory: Inventory, indices: list[int]) -> list[Gpu]:
-    valid = {g.index: g for g in inventory.gpus}
-    unknown = [i for i in indices if i not in valid]
-    if unknown:
-        listing = ", ".join(f"{g.index} ({g.name})" for g in inventory.gpus) or "none"
-        raise ChoiceError(
-            f"There is no GPU {', '.join(map(str, unknown))} on this machine.",
-            f"Choose from the detected GPUs: {listing} (see `llama-wizard detect`).",
-        )
-    return [valid[i] for i in dict.fromkeys(indices)]
 
 
 # --- ROCm ---------------------------------------------------------------------------------------
@@ -170,15 +139,27 @@ def _kfd_ordinals(inventory: Inventory) -> dict[int, int]:
     return {gpu.index: ordinal for ordinal, gpu in enumerate(with_node)}
 
 
-def _rocm_env(
-    inventory: Inventory, gpus: list[Gpu], targets: dict[int, RocmTarget], choice: BuildChoice
-) -> None:
+@dataclass(frozen=True)
+class _Runtime:
+    """What a build's binaries need at run time on the chosen GPUs (variables to set and to
+    unset), with the reasons and warnings: computed on its own, then placed in a BuildChoice."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    unset_env: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[PlanWarning] = field(default_factory=list)
+
+
+def _rocm_env(inventory: Inventory, gpus: list[Gpu], targets: dict[int, RocmTarget]) -> _Runtime:
+    env: dict[str, str] = {}
+    reasons: list[str] = []
+    warnings: list[PlanWarning] = []
     overrides = {gpu.index: targets[gpu.index].override for gpu in gpus if gpu.index in targets}
     needed = {o for o in overrides.values() if o}
     if len(needed) == 1 and all(overrides.values()):
         value = needed.pop()
-        choice.env["HSA_OVERRIDE_GFX_VERSION"] = value
-        choice.reasons.append(
+        env["HSA_OVERRIDE_GFX_VERSION"] = value
+        reasons.append(
             f"HSA_OVERRIDE_GFX_VERSION={value}: "
             + "; ".join(dict.fromkeys(targets[g.index].why for g in gpus if g.index in targets))
         )
@@ -188,7 +169,7 @@ def _rocm_env(
             if not value:
                 continue
             if gpu.kfd_node is None:
-                choice.warnings.append(
+                warnings.append(
                     PlanWarning(
                         "override_without_node",
                         f"GPU {gpu.index} needs HSA_OVERRIDE_GFX_VERSION={value} but its KFD "
@@ -199,68 +180,70 @@ def _rocm_env(
                 )
                 continue
             # The suffix is the KFD topology node, CPUs included (ROCT topology.c, pitfall 11).
-            choice.env[f"HSA_OVERRIDE_GFX_VERSION_{gpu.kfd_node}"] = value
-            choice.reasons.append(
+            env[f"HSA_OVERRIDE_GFX_VERSION_{gpu.kfd_node}"] = value
+            reasons.append(
                 f"HSA_OVERRIDE_GFX_VERSION_{gpu.kfd_node}={value} for GPU {gpu.index} only "
                 f"(KFD node {gpu.kfd_node}): {targets[gpu.index].why}"
             )
     uuids = [gpu.uuid for gpu in gpus]
     if all(uuids):
-        choice.env["ROCR_VISIBLE_DEVICES"] = ",".join(uuid for uuid in uuids if uuid)
+        env["ROCR_VISIBLE_DEVICES"] = ",".join(uuid for uuid in uuids if uuid)
         how = "by UUID"
     else:
         ordinals = _kfd_ordinals(inventory)
-        choice.env["ROCR_VISIBLE_DEVICES"] = ",".join(
+        env["ROCR_VISIBLE_DEVICES"] = ",".join(
             str(ordinals.get(gpu.index, position)) for position, gpu in enumerate(gpus)
         )
         how = "by KFD ordinal (no UUIDs known)"
-    choice.reasons.append(
+    reasons.append(
         f"ROCR_VISIBLE_DEVICES selects GPU {', '.join(str(g.index) for g in gpus)} {how}; "
         "HIP_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES are unset because HIP re-indexes them "
         "after ROCR's mask and reads CUDA's too (pitfalls 3 and 15)."
     )
-    choice.unset_env = list(ROCM_UNSET)
     if any(needs_sdma_off(g.gfx_target, g.pci_device_id) for g in gpus):
-        choice.env["HSA_ENABLE_SDMA"] = "0"
-        choice.reasons.append("HSA_ENABLE_SDMA=0: Vega 56/64 and GCN APUs hang on SDMA copies.")
+        env["HSA_ENABLE_SDMA"] = "0"
+        reasons.append("HSA_ENABLE_SDMA=0: Vega 56/64 and GCN APUs hang on SDMA copies.")
     if any(g.integrated for g in gpus):
-        choice.env["GGML_CUDA_ENABLE_UNIFIED_MEMORY"] = "1"
-        choice.reasons.append(
+        env["GGML_CUDA_ENABLE_UNIFIED_MEMORY"] = "1"
+        reasons.append(
             "GGML_CUDA_ENABLE_UNIFIED_MEMORY=1: an APU's memory is mostly GTT (system RAM), "
             "which llama.cpp reaches through unified memory (pitfall 1)."
         )
+    return _Runtime(env, list(ROCM_UNSET), reasons, warnings)
 
 
 # --- the choice ------------------------------------------------------------------------------
 
 
-def _out_link(state_dir: Path, output: str) -> str:
-    return str(state_dir / "builds" / f"result-{output}")
-
-
-def _finish_argv(
+def _with_argv(
     choice: BuildChoice, flake: FlakeOutputs, nix_env: NixEnvironment | None, state_dir: Path
-) -> None:
-    slug = choice.output
-    if choice.rocm_targets is not None:
-        slug = "rocm-" + "-".join(choice.rocm_targets)
-    choice.out_link = _out_link(state_dir, slug)
+) -> BuildChoice:
+    """choice with its build name, result link and `nix build` command line."""
+    build_name = f"{choice.build_label}-{flake.key}"
+    out_link = str(state_dir / "builds" / f"result-{build_name}")
     if choice.rocm_targets is not None:
         targets = ";".join(choice.rocm_targets)
         expression = (
             f"(builtins.getFlake {nix_string(flake.ref)}).packages.{choice.system}.rocm"
             f".override {{ rocmGpuTargets = {nix_string(targets)}; }}"
         )
-        args = ["build", "--impure", "--expr", expression, "--out-link", choice.out_link]
+        args = ["build", "--impure", "--expr", expression, "--out-link", out_link]
     else:
-        args = ["build", f"{flake.ref}#{choice.output}", "--out-link", choice.out_link]
-    choice.build_argv = nix_env.nix_argv(*args) if nix_env else ["nix", *args]
+        args = ["build", f"{flake.ref}#{choice.output}", "--out-link", out_link]
+    reasons = list(choice.reasons)
     if nix_env and nix_env.needs_feature_flag:
-        choice.reasons.append(
+        reasons.append(
             "Flakes are not enabled in this Nix's configuration, so every nix command gets "
             "`--extra-experimental-features 'nix-command flakes'` (to enable them for good, add "
             "`experimental-features = nix-command flakes` to ~/.config/nix/nix.conf)."
         )
+    return replace(
+        choice,
+        build_name=build_name,
+        out_link=out_link,
+        build_argv=nix_env.nix_argv(*args) if nix_env else ["nix", *args],
+        reasons=reasons,
+    )
 
 
 def _driver_path_warning(backend: str, nix_env: NixEnvironment | None) -> PlanWarning | None:
@@ -292,26 +275,41 @@ def recommend(
     """The recommended build (or the person's `output`/`gpu_indices`, with what they cost)."""
     system = nix_system(inventory)
     if gpu_indices is not None:  # [] is a choice too: the CPU
-        gpus, notes = _gpus_by_index(inventory, gpu_indices), []
+        gpus, notes = gpus_by_index(inventory, gpu_indices), []
     else:
         gpus, notes = default_gpus(inventory)
-    choice = _recommend_for(inventory, gpus, flake, system)
-    choice.reasons = notes + choice.reasons
-    choice.recommended_output = choice.output
-    if gpu_indices:
-        _gpu_override_costs(gpus, choice)
+    found = _recommend_for(inventory, gpus, flake, system)
+    choice = replace(
+        found,
+        reasons=[*notes, *found.reasons],
+        recommended_output=found.output,
+        costs=[*found.costs, *(_gpu_override_costs(gpus) if gpu_indices else [])],
+    )
     if output is not None and output != choice.output:
-        choice = _apply_output_override(
+        choice = _output_override(
             inventory, gpus, flake, system=system, recommended=choice, output=output
         )
-    _finish_argv(choice, flake, nix_env, state_dir)
+    choice = _with_argv(choice, flake, nix_env, state_dir)
     warning = _driver_path_warning(choice.backend, nix_env)
     if warning and choice.backend in ("cuda", "vulkan"):
-        choice.warnings.append(warning)
+        choice = replace(choice, warnings=[*choice.warnings, warning])
     return choice
 
 
-def _base(flake: FlakeOutputs, system: str, output: str, backend: str, gpus: list[Gpu]):
+def _base(
+    flake: FlakeOutputs,
+    system: str,
+    output: str,
+    backend: str,
+    gpus: list[Gpu],
+    *,
+    reasons: list[str],
+    runtime: _Runtime | None = None,
+    rocm_targets: list[str] | None = None,
+) -> BuildChoice:
+    """A choice without its command line yet (recommend() adds it last, once the output is
+    settled)."""
+    runtime = runtime or _Runtime()
     return BuildChoice(
         flake=flake.ref,
         system=system,
@@ -319,7 +317,13 @@ def _base(flake: FlakeOutputs, system: str, output: str, backend: str, gpus: lis
         backend=backend,
         build_argv=[],
         out_link="",
+        build_name="",
+        env=dict(runtime.env),
+        unset_env=list(runtime.unset_env),
         gpus=[g.index for g in gpus],
+        rocm_targets=rocm_targets,
+        reasons=[*reasons, *runtime.reasons],
+        warnings=list(runtime.warnings),
     )
 
 
@@ -356,14 +360,11 @@ def _recommend_for(
             gpus,
             "GPUs of several vendors were chosen: only the Vulkan build drives them all at once.",
         )
-    _add_alternatives(choice, flake, gpus)
-    return choice
+    return replace(choice, alternatives=_alternatives(choice, flake, gpus))
 
 
 def _cpu_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu], why: str) -> BuildChoice:
-    choice = _base(flake, system, "default", "cpu", gpus)
-    choice.reasons.append(why)
-    return choice
+    return _base(flake, system, "default", "cpu", gpus, reasons=[why])
 
 
 def _vulkan_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu], why: str) -> BuildChoice:
@@ -374,14 +375,47 @@ def _vulkan_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu], why: str) 
             [],
             f"{why} This flake has no `vulkan` output, so llama.cpp runs on the CPU.",
         )
-    choice = _base(flake, system, "vulkan", "vulkan", gpus)
-    choice.reasons.append(why)
-    choice.reasons.append(
-        "Vulkan devices are chosen at launch with `--device VulkanN` from "
-        "`llama-server --list-devices`: GGML_VK_VISIBLE_DEVICES counts raw Vulkan devices, "
-        "duplicates and llvmpipe included (pitfall 14)."
+    return _base(
+        flake,
+        system,
+        "vulkan",
+        "vulkan",
+        gpus,
+        reasons=[
+            why,
+            "Vulkan devices are chosen at launch with `--device VulkanN` from "
+            "`llama-server --list-devices`: GGML_VK_VISIBLE_DEVICES counts raw Vulkan devices, "
+            "duplicates and llvmpipe included (pitfall 14).",
+        ],
     )
-    return choice
+
+
+def _cuda_runtime(gpus: list[Gpu], capable: list[Gpu]) -> _Runtime:
+    """CUDA's variables for the `capable` GPUs out of the chosen `gpus`."""
+    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    uuids = [g.uuid for g in capable]
+    nvidia_order = [g.index for g in gpus if g.vendor == "nvidia"]
+    if all(uuids):
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(u for u in uuids if u)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(nvidia_order.index(g.index)) for g in capable)
+    warnings = []
+    if any(g.driver != "nvidia" for g in capable):
+        warnings.append(
+            PlanWarning(
+                "nvidia_driver_needed",
+                "The CUDA build needs NVIDIA's driver, which is not loaded for every chosen GPU.",
+                "Install it first (see the detection warnings), then launch.",
+            )
+        )
+    return _Runtime(
+        env=env,
+        reasons=[
+            "CUDA_DEVICE_ORDER=PCI_BUS_ID and CUDA_VISIBLE_DEVICES by UUID: CUDA's own order is "
+            "fastest-first and differs from nvidia-smi's (pitfall 5)."
+        ],
+        warnings=warnings,
+    )
 
 
 def _nvidia_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu]) -> BuildChoice:
@@ -393,36 +427,15 @@ def _nvidia_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu]) -> BuildCh
         return _vulkan_choice(flake, system, gpus, f"{why}, so Vulkan it is.")
     if not flake.has("cuda"):
         return _vulkan_choice(flake, system, capable, "This flake has no `cuda` output.")
-    choice = _base(flake, system, "cuda", "cuda", capable)
     names = ", ".join(f"GPU {g.index} (CC {g.compute_capability or '?'})" for g in capable)
-    choice.reasons.append(f"NVIDIA {names}: the `cuda` output (CUDA needs CC >= 5.0).")
-    for gpu in old:
-        choice.reasons.append(
-            f"GPU {gpu.index} ({gpu.name}, CC {gpu.compute_capability}) is too old for CUDA "
-            "builds and is left out."
-        )
-    choice.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    uuids = [g.uuid for g in capable]
-    nvidia_order = [g.index for g in gpus if g.vendor == "nvidia"]
-    if all(uuids):
-        choice.env["CUDA_VISIBLE_DEVICES"] = ",".join(u for u in uuids if u)
-    else:
-        choice.env["CUDA_VISIBLE_DEVICES"] = ",".join(
-            str(nvidia_order.index(g.index)) for g in capable
-        )
-    choice.reasons.append(
-        "CUDA_DEVICE_ORDER=PCI_BUS_ID and CUDA_VISIBLE_DEVICES by UUID: CUDA's own order is "
-        "fastest-first and differs from nvidia-smi's (pitfall 5)."
-    )
-    if any(g.driver != "nvidia" for g in capable):
-        choice.warnings.append(
-            PlanWarning(
-                "nvidia_driver_needed",
-                "The CUDA build needs NVIDIA's driver, which is not loaded for every chosen GPU.",
-                "Install it first (see the detection warnings), then launch.",
-            )
-        )
-    return choice
+    reasons = [f"NVIDIA {names}: the `cuda` output (CUDA needs CC >= 5.0)."]
+    reasons += [
+        f"GPU {gpu.index} ({gpu.name}, CC {gpu.compute_capability}) is too old for CUDA "
+        "builds and is left out."
+        for gpu in old
+    ]
+    runtime = _cuda_runtime(gpus, capable)
+    return _base(flake, system, "cuda", "cuda", capable, reasons=reasons, runtime=runtime)
 
 
 def _amd_choice(
@@ -448,36 +461,42 @@ def _amd_choice(
     build_targets = sorted(
         {t.build_target for t in resolution.targets.values()}, key=lambda t: (len(t), t)
     )
+    runtime = _rocm_env(inventory, gpus, resolution.targets)
     if len(build_targets) == 1 and flake.has(f"rocm-{build_targets[0]}"):
         output = f"rocm-{build_targets[0]}"
-        choice = _base(flake, system, output, "rocm", gpus)
         info = describe(output)
-        choice.reasons.append(
+        why = (
             f"`{output}` is this flake's ROCm build for {build_targets[0]}"
             + (f" ({info.description.removeprefix('ROCm build for ')})" if info else "")
             + ": it compiles one GPU architecture instead of every one."
         )
-    else:
-        choice = _base(flake, system, "rocm", "rocm", gpus)
-        choice.rocm_targets = build_targets
-        full = len(ROCM_BUILDABLE_TARGETS)
-        missing = (
-            "no per-gfx outputs"
-            if not flake.rocm_gfx_outputs
-            else (f"no single output for {', '.join(build_targets)}")
-        )
-        choice.reasons.append(
-            f"This flake has {missing}, so the wizard builds `rocm` restricted to "
-            f"{';'.join(build_targets)} (`rocm.override {{ rocmGpuTargets = ...; }}`): "
-            f"{len(build_targets)} architecture{'s' if len(build_targets) > 1 else ''} instead "
-            f"of the {full} that plain `rocm` compiles, roughly {full // len(build_targets)}x "
-            "less GPU code to build (and far less memory while compiling)."
-        )
-    _rocm_env(inventory, gpus, resolution.targets, choice)
-    return choice
+        return _base(flake, system, output, "rocm", gpus, reasons=[why], runtime=runtime)
+    full = len(ROCM_BUILDABLE_TARGETS)
+    missing = (
+        "no per-gfx outputs"
+        if not flake.rocm_gfx_outputs
+        else (f"no single output for {', '.join(build_targets)}")
+    )
+    why = (
+        f"This flake has {missing}, so the wizard builds `rocm` restricted to "
+        f"{';'.join(build_targets)} (`rocm.override {{ rocmGpuTargets = ...; }}`): "
+        f"{len(build_targets)} architecture{'s' if len(build_targets) > 1 else ''} instead "
+        f"of the {full} that plain `rocm` compiles, roughly {full // len(build_targets)}x "
+        "less GPU code to build (and far less memory while compiling)."
+    )
+    return _base(
+        flake,
+        system,
+        "rocm",
+        "rocm",
+        gpus,
+        reasons=[why],
+        runtime=runtime,
+        rocm_targets=build_targets,
+    )
 
 
-def _add_alternatives(choice: BuildChoice, flake: FlakeOutputs, gpus: list[Gpu]) -> None:
+def _alternatives(choice: BuildChoice, flake: FlakeOutputs, gpus: list[Gpu]) -> list[Alternative]:
     backend = choice.backend
     options: list[Alternative] = []
     if backend == "rocm" and choice.output != "rocm" and flake.has("rocm"):
@@ -514,24 +533,28 @@ def _add_alternatives(choice: BuildChoice, flake: FlakeOutputs, gpus: list[Gpu])
     if backend != "cpu" and flake.has("default"):
         options.append(Alternative("default", "CPU only: the GPUs would sit idle"))
     if backend == "cpu" and gpus == []:
-        for name in ("vulkan", "cuda", "rocm"):
-            if flake.has(name):
-                options.append(Alternative(name, "no usable GPU of its kind was found"))
-    choice.alternatives = options
+        options += [
+            Alternative(name, "no usable GPU of its kind was found")
+            for name in ("vulkan", "cuda", "rocm")
+            if flake.has(name)
+        ]
+    return options
 
 
-def _gpu_override_costs(gpus: list[Gpu], choice: BuildChoice) -> None:
+def _gpu_override_costs(gpus: list[Gpu]) -> list[str]:
+    costs = []
     for gpu in gpus:
         if gpu.integrated and any(not g.integrated for g in gpus):
-            choice.costs.append(
+            costs.append(
                 f"GPU {gpu.index} is integrated: next to a discrete GPU llama.cpp may split "
                 "layers onto it and crash (pitfall 4)."
             )
         if gpu.vendor == "other":
-            choice.costs.append(f"GPU {gpu.index} ({gpu.name}) is not a GPU llama.cpp can use.")
+            costs.append(f"GPU {gpu.index} ({gpu.name}) is not a GPU llama.cpp can use.")
+    return costs
 
 
-def _apply_output_override(
+def _output_override(
     inventory: Inventory,
     gpus: list[Gpu],
     flake: FlakeOutputs,
@@ -540,6 +563,7 @@ def _apply_output_override(
     recommended: BuildChoice,
     output: str,
 ) -> BuildChoice:
+    """The person's `output` instead of the recommended one, with what it costs them."""
     if not flake.has(output):
         close = [
             p for p in flake.packages if output.split("-", maxsplit=1)[0] in p
@@ -549,14 +573,7 @@ def _apply_output_override(
             f"Its outputs: {', '.join(close)}.",
         )
     info = describe(output)
-    choice = _base(flake, system, output, info.backend if info else output, gpus)
-    choice.reasons = [
-        f"`{output}` was chosen by hand; the recommendation is `{recommended.output}`."
-    ]
-    choice.recommended_output = recommended.output
-    choice.alternatives = [
-        Alternative(recommended.output, "the recommendation: " + " ".join(recommended.reasons[:1]))
-    ]
+    backend = info.backend if info else output
     costs = list(recommended.costs)
     if info and not info.default_choice:
         costs.append(f"`{output}` is not a llama.cpp build for running here: {info.description}.")
@@ -565,36 +582,51 @@ def _apply_output_override(
             f"`rocm` builds {len(ROCM_BUILDABLE_TARGETS)} architectures: expect a much longer "
             "build and several times the memory while compiling (users report running out)."
         )
+    runtime = _Runtime()
     amd = [g for g in gpus if g.vendor == "amd"]
-    if choice.backend == "rocm" and amd:
+    if backend == "rocm" and amd:
         available = (
             {output.removeprefix("rocm-")}
             if output.startswith("rocm-")
             else (_rocm_available(flake))
         )
         resolution = _resolve_rocm(amd, available)
-        for problem in resolution.problems.values():
-            costs.append(f"It will not run: {problem}.")
+        costs += [f"It will not run: {problem}." for problem in resolution.problems.values()]
         if resolution.targets:
-            _rocm_env(
-                inventory,
-                [g for g in amd if g.index in resolution.targets],
-                resolution.targets,
-                choice,
+            runtime = _rocm_env(
+                inventory, [g for g in amd if g.index in resolution.targets], resolution.targets
             )
-    elif choice.backend == "cuda":
+    elif backend == "cuda":
         nvidia = [g for g in gpus if g.vendor == "nvidia"]
         if not nvidia:
             costs.append("No NVIDIA GPU is chosen: the CUDA build would run on the CPU only.")
         else:
+            # Only CUDA's variables: the reasons of the CUDA recommendation are not this choice's.
             cuda = _nvidia_choice(flake, system, nvidia)
-            choice.env, choice.unset_env = cuda.env, cuda.unset_env
-    elif choice.backend == "vulkan" and recommended.backend in ("rocm", "cuda"):
+            runtime = _Runtime(env=cuda.env, unset_env=cuda.unset_env)
+    elif backend == "vulkan" and recommended.backend in ("rocm", "cuda"):
         costs.append(
             f"Vulkan instead of {recommended.backend.upper()}: portable, but usually "
             "slower prompt processing on these GPUs."
         )
-    elif choice.backend == "cpu" and gpus:
+    elif backend == "cpu" and gpus:
         costs.append("CPU only: the GPUs sit idle.")
-    choice.costs = costs
-    return choice
+    choice = _base(
+        flake,
+        system,
+        output,
+        backend,
+        gpus,
+        reasons=[f"`{output}` was chosen by hand; the recommendation is `{recommended.output}`."],
+        runtime=runtime,
+    )
+    return replace(
+        choice,
+        recommended_output=recommended.output,
+        alternatives=[
+            Alternative(
+                recommended.output, "the recommendation: " + " ".join(recommended.reasons[:1])
+            )
+        ],
+        costs=costs,
+    )

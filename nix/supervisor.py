@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from llama_wizard.detect.process import kill_leftovers, stop_process_tree
 from llama_wizard.nix.build import BuildRecord, now_iso
 from llama_wizard.nix.events import PREFIX, derivation_name, strip_ansi
 
@@ -77,25 +78,17 @@ class Supervisor:
         threading.Thread(target=self._escalate, daemon=True).start()
 
     def _escalate(self) -> None:
-        process = self.process
-        if process is None:
+        """Stop Nix: SIGINT, then SIGTERM, GRACE_SECONDS apart, then SIGKILL and its leftovers.
+        Nix shares our process group, so only Nix itself is signalled, never the group."""
+        if self.process is None:
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
-            try:
-                process.wait(timeout=GRACE_SECONDS)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        self._kill_tree()
+        stop_process_tree(
+            self.process, signals=(signal.SIGINT, signal.SIGTERM), grace=GRACE_SECONDS, group=False
+        )
 
     def _kill_tree(self) -> None:
-        me = psutil.Process()
-        for child in me.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        psutil.wait_procs(me.children(recursive=True), timeout=2)
+        """Everything below us: what Nix left running re-parented to us (we are a subreaper)."""
+        kill_leftovers(os.getpid())
 
     def run(self) -> int:
         _become_subreaper()

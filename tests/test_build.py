@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,17 +16,25 @@ from pathlib import Path
 import psutil
 import pytest
 
+from llama_wizard.detect.inventory import detect
+from llama_wizard.detect.sysroot import SystemRoot
 from llama_wizard.nix.build import (
     BuildAlreadyRunning,
     BuildRecord,
+    build_status,
     find_build,
     follow,
     read_record,
     request_cancel,
+    running_builds,
     start_build,
     wait_finished,
 )
 from llama_wizard.nix.events import BuildProgress
+from llama_wizard.nix.flake import FlakeOutputs
+from llama_wizard.tui.machine import Machine
+from llama_wizard.tui.plan import Plan, make_plan
+from llama_wizard.tui.plan import state_dir as wizard_state_dir
 from tests.helpers import wizard_executable
 from tests.nix_fixtures import fixture_flake, fresh_variant
 from tests.terminal import Terminal
@@ -248,7 +257,9 @@ def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
         record = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            record = find_build(state_dir / "llama-wizard", "slow")
+            # The CLI names the build per flake (slow-KEY); its output is still "slow".
+            running = running_builds(state_dir / "llama-wizard")
+            record = next((r for r in running if r.output == "slow"), None)
             if record and record.status == "running":
                 break
             time.sleep(0.2)
@@ -259,12 +270,72 @@ def test_build_survives_the_terminal_going_away(flake, state_dir) -> None:
         # The SSH session drops: the terminal and everything in its session get SIGHUP.
         terminal.close()
     time.sleep(1.0)
-    still = find_build(state_dir / "llama-wizard", "slow")
+    still = find_build(state_dir / "llama-wizard", record.slug)
     assert still.status == "running" and psutil.pid_exists(still.supervisor_pid)
     request_cancel(still)
     assert wait_finished(still, timeout=30).status == "cancelled"
     time.sleep(0.3)
     assert leftovers(str(state_dir)) == []
+
+
+def _plan(simulated, profile: str, flake: str) -> Plan:
+    box = simulated(profile)
+    machine = Machine(SystemRoot(box.root), box.env(), simulated=box.name)
+    return make_plan(machine, detect(machine.root, timeout=5, env=machine.env), flake_ref=flake)
+
+
+def test_a_build_counts_as_built_only_for_the_flake_it_was_built_from(simulated, tmp_path) -> None:
+    # Flake B is a copy of flake A at another path: the same `default` output, another flake.
+    plan_a = _plan(simulated, "no-gpu", fixture_flake(tmp_path / "a", "documented"))
+    plan_b = _plan(simulated, "no-gpu", fixture_flake(tmp_path / "b", "documented"))
+    a, b = plan_a.build, plan_b.build
+    assert a.output == b.output == "default"
+    assert a.build_name != b.build_name and a.out_link != b.out_link
+    assert a.build_name == f"default-{plan_a.flake_outputs.key}"
+    assert Path(a.out_link).name == f"result-{a.build_name}"
+    state = wizard_state_dir()
+    assert build_status(state, a).state == "not-built"
+    record = start_build(a.build_argv, a.build_label, state, out_link=a.out_link, name=a.build_name)
+    assert record.output == "default" and Path(record.directory).name == a.build_name
+    final, _ = build_to_end(record)
+    assert final.status == "succeeded", Path(final.text_log).read_text()
+    built = build_status(state, a)
+    assert built.state == "built" and built.store_path == final.out_paths[0]
+    assert built.record is not None and built.record.status == "succeeded"
+    other = build_status(state, b)
+    assert other.state == "not-built" and other.store_path is None and other.record is None
+
+
+def test_a_running_build_comes_before_the_result_link(simulated, tmp_path) -> None:
+    plan = _plan(simulated, "no-gpu", fixture_flake(tmp_path / "flake", "documented"))
+    state = wizard_state_dir()
+    directory = state / "builds" / plan.build.build_name
+    directory.mkdir(parents=True)
+    BuildRecord(
+        slug=plan.build.build_name,
+        output="default",
+        argv=["nix", "build"],
+        directory=str(directory),
+        raw_log=str(directory / "x.nixlog"),
+        text_log=str(directory / "x.log"),
+        started="2026-01-01T00:00:00",
+        status="running",
+        supervisor_pid=os.getpid(),  # alive: this build is running
+    ).save()
+    status = build_status(state, plan.build)
+    assert status.state == "running" and status.record is not None and status.store_path is None
+
+
+def test_flake_key_names_the_flake_revision_or_its_reference() -> None:
+    def outputs(ref: str, locked: str | None = None, revision: str | None = None) -> FlakeOutputs:
+        return FlakeOutputs(ref, "x86_64-linux", ["default"], locked_url=locked, revision=revision)
+
+    key = outputs("github:ggml-org/llama.cpp", "github:ggml-org/llama.cpp/abc", "abc").key
+    assert re.fullmatch(r"[0-9a-f]{12}", key)
+    assert key == outputs("github:ggml-org/llama.cpp", "github:ggml-org/llama.cpp/abc", "abc").key
+    assert key != outputs("github:ggml-org/llama.cpp", "github:ggml-org/llama.cpp/def", "def").key
+    # Without a revision (no Nix to ask), the reference itself: another path, another key.
+    assert outputs("/srv/a").key == outputs("/srv/a").key != outputs("/srv/b").key
 
 
 def test_cli_success_prints_the_out_path_last(flake, state_dir) -> None:
@@ -279,7 +350,9 @@ def test_cli_success_prints_the_out_path_last(flake, state_dir) -> None:
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("/nix/store/") and last.endswith("llama-cpp-rocm-gfx906-0.0.0")
-    link = state_dir / "llama-wizard" / "builds" / "result-rocm-gfx906"
+    # The result link is named per flake: result-OUTPUT-KEY (12 hex digits of the flake).
+    [link] = (state_dir / "llama-wizard" / "builds").glob("result-rocm-gfx906-*")
+    assert re.fullmatch(r"result-rocm-gfx906-[0-9a-f]{12}", link.name)
     assert link.resolve() == Path(last)
 
 

@@ -110,3 +110,36 @@ def test_broken_pipe_is_quiet(simulated) -> None:
     _, errors = writer.communicate(timeout=60)
     assert len(reader.stdout) == 10
     assert b"Traceback" not in errors
+
+
+PARSE_CASES = [
+    [],
+    ["--plain"],
+    ["--simulate", "2x-mi50"],
+    ["--sim", "2x-mi50", "--yes"],
+    ["detect", "--json"],
+    ["--simulate", "2x-mi50", "detect"],
+    ["--simulate=2x-mi50", "detect", "--json", "--timeout", "3"],
+    ["--timeout", "-1", "detect"],
+    ["--gpu", "0,1", "--model", "fit", "plan", "--json"],
+    ["--root", "/tmp", "plan", "--gpu", "1", "--ctx", "4096"],
+    ["build", "rocm-gfx906", "--detach"],
+    ["run", "--server", "--port", "8081", "--", "--temp", "0.2"],
+    ["--flake", "run", "fit", "Qwen/Qwen3-8B-GGUF:Q4_K_M", "--json"],
+]
+
+
+def test_one_subcommand_parser_parses_as_the_whole_one() -> None:
+    """`detect --json` builds only detect's parser (start-up time); what it parses must be what
+    the whole parser gives, options before the command included."""
+    from llama_wizard.tui.cli import build_parser, parser_scope
+
+    assert parser_scope(["detect", "--json"]) == (True, "detect")
+    assert parser_scope(["--simulate", "fit", "plan"]) == (True, "plan")
+    assert parser_scope(["--plain", "--simulate", "2x-mi50"]) == (False, None)
+    assert parser_scope(["-h", "detect"]) == (True, None)
+    assert parser_scope(["nonsense"]) == (True, None)
+    for argv in PARSE_CASES:
+        with_commands, only = parser_scope(argv)
+        expected = build_parser().parse_args(argv)
+        assert build_parser(with_commands, only).parse_args(argv) == expected, argv

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -31,7 +32,6 @@ from llama_wizard.tui.launch import (
     Timing,
     exit_status,
     launch_spec,
-    model_source_args,
     parse_timing,
     server_url,
 )
@@ -61,8 +61,9 @@ def plan_for(simulated, profile: str, flake: str, **options) -> Plan:
 
 def build(plan: Plan) -> None:
     """Build the plan's output with real Nix, to the end."""
-    name = Path(plan.build.out_link).name.removeprefix("result-")
-    record = start_build(plan.build.build_argv, name, state_dir(), out_link=plan.build.out_link)
+    build = plan.build
+    record = start_build(build.build_argv, build.build_label, state_dir(),
+                         out_link=build.out_link, name=build.build_name)  # fmt: skip
     for _ in follow(record):
         pass
     final = read_record(record)
@@ -190,14 +191,14 @@ def _choice(repo: str, files: list[str]) -> ModelChoice:
 
 
 def test_model_source_for_hub_repo_local_file_and_url(tmp_path: Path) -> None:
-    assert model_source_args(_choice("org/repo-GGUF", ["repo-Q4_K_M.gguf"])) == [
+    assert _choice("org/repo-GGUF", ["repo-Q4_K_M.gguf"]).source_args() == [
         "-hf", "org/repo-GGUF:Q4_K_M"
     ]  # fmt: skip
     local = tmp_path / "model-Q4_K_M.gguf"
     local.write_bytes(b"GGUF")
-    assert model_source_args(_choice(str(local), [str(local)])) == ["-m", str(local)]
+    assert _choice(str(local), [str(local)]).source_args() == ["-m", str(local)]
     url = "https://example.org/m/model-Q4_K_M.gguf"
-    assert model_source_args(_choice(url, [url])) == ["-mu", url]
+    assert _choice(url, [url]).source_args() == ["-mu", url]
 
 
 def test_launch_spec_for_two_mi50s(simulated, flake) -> None:
@@ -385,7 +386,7 @@ def test_cli_run_json_on_an_rtx4090(flake) -> None:
     assert all(e["event"] == "warning" and e["fix"] for e in events[:position])
     started = events[position]
     assert started["program"] == "llama-completion"
-    assert started["argv"][0].endswith("/result-cuda/bin/llama-completion")
+    assert re.search(r"/result-cuda-[0-9a-f]{12}/bin/llama-completion$", started["argv"][0])
     assert started["simulated"] == "rtx4090" and isinstance(started["pid"], int)
     output = [("stdout", e["line"]) for e in events if e["event"] == "output"]
     assert reported(output, "argv") == started["argv"][1:]

@@ -5,120 +5,34 @@ environment it got."""
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
-import select
-import signal
-import struct
-import subprocess
-import termios
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from llama_wizard.tui.settings import Settings, settings_path
+from llama_wizard.tui.settings import SettingsStore, settings_path
 from tests.helpers import wizard_executable
 from tests.nix_fixtures import fixture_flake, fresh_variant
-
-MI50_UUIDS = ("GPU-4f0a78a172e620fc", "GPU-6e5e588172dc76b6")
-RTX4090_UUID = "GPU-3f6a1c2e-9b7d-4e80-a5c1-7d2f0e9b6a43"
-# CSI/OSC sequences and the lone escapes prompt_toolkit and rich write, and carriage returns.
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]"
-                  r"|\x1b[=>78]|\r")  # fmt: skip
-DOWN, ENTER = "\x1b[B", "\r"
-
-
-class Terminal:
-    """The program on a real pseudo-terminal that is its controlling terminal (so ^C there is a
-    SIGINT, as on a person's terminal). It answers cursor-position requests like a terminal."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, rows: int = 40,
-                 cols: int = 110) -> None:  # fmt: skip
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-        def take_terminal() -> None:
-            # In the child, after setsid: the pty becomes its controlling terminal, and ^C
-            # interrupts it as a shell's foreground job (whatever this process ignores).
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-        self.process = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
-            start_new_session=True, preexec_fn=take_terminal, close_fds=True,  # noqa: PLW1509
-        )  # fmt: skip
-        os.close(slave)
-        self.master = master
-        self.rows = rows
-        self.raw = ""
-        self.position = 0  # how far expect() has read
-        self.answered = 0
-
-    def _pump(self, timeout: float) -> bool:
-        """Read what is there; False once the terminal is closed on the program's side."""
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return True
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:
-            return False
-        if not data:
-            return False
-        self.raw += data.decode("utf-8", errors="replace")
-        while self.answered < self.raw.count("\x1b[6n"):
-            os.write(self.master, f"\x1b[{self.rows};1R".encode())
-            self.answered += 1
-        return True
-
-    @property
-    def text(self) -> str:
-        return ANSI.sub("", self.raw)
-
-    def expect(self, pattern: str, timeout: float = 120) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.compile(pattern).search(self.text, self.position)
-            if found:
-                self.position = found.end()
-                return found
-            open_ = self._pump(0.1)
-            if time.monotonic() > deadline or (not open_ and self.process.poll() is not None):
-                raise AssertionError(f"{pattern!r} never showed; the screen ends:\n"
-                                     f"{self.text[-4000:]}")  # fmt: skip
-
-    def send(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
-
-    def wait(self, timeout: float = 120) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self._pump(0.1) and self.process.poll() is not None:
-                break
-        return self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait(timeout=10)
-        os.close(self.master)
+from tests.plain_helpers import (
+    DOWN,
+    ENTER,
+    MI50_UUIDS,
+    RTX4090_UUID,
+    Terminal,
+    run_piped,
+    save_choices,
+    saved_choices,
+    stand_in_report,
+    wizard_env,
+)
 
 
 @pytest.fixture
 def flake(tmp_path: Path) -> str:
     return fixture_flake(tmp_path / "flake", "documented")
-
-
-def wizard_env(term: str = "dumb") -> dict[str, str]:
-    """This test's XDG dirs and NIX_CONFIG (from conftest), and a terminal type."""
-    env = dict(os.environ, TERM=term)
-    env.pop("LLAMA_WIZARD_ROOT", None)
-    env.pop("NO_COLOR", None)
-    return env
 
 
 @pytest.fixture
@@ -133,27 +47,6 @@ def terminal(tmp_path: Path):
     yield start
     for session in opened:
         session.close()
-
-
-def run_piped(args: list[str], answers: str | None, tmp_path: Path,
-              term: str = "dumb") -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """The program with its answers on a pipe (None: no stdin at all)."""
-    return subprocess.run(
-        [wizard_executable(), *args],
-        input=answers, stdin=subprocess.DEVNULL if answers is None else None,
-        capture_output=True, text=True, env=wizard_env(term), cwd=tmp_path, timeout=240,
-        check=False,
-    )  # fmt: skip
-
-
-def stand_in_report(text: str) -> tuple[list[str], dict[str, str]]:
-    """The argv and env lines the stand-in llama-completion printed (the last run's)."""
-    start = text.rindex("stand-in llama-")
-    lines = text[start:].splitlines()
-    argv = [line.removeprefix("argv: ") for line in lines if line.startswith("argv: ")]
-    env = dict(line.removeprefix("env: ").split("=", 1) for line in lines
-               if line.startswith("env: "))  # fmt: skip
-    return argv, env
 
 
 def test_plain_mode_in_a_dumb_terminal_through_to_the_launch(terminal, flake, tmp_path) -> None:
@@ -204,7 +97,7 @@ def test_plain_mode_in_a_dumb_terminal_through_to_the_launch(terminal, flake, tm
     assert screen.wait() == 0
     text = saved.read_text()
     assert "HSA_OVERRIDE_GFX_VERSION=9.0.6" in text and "'Name a river in Paris:'" in text
-    assert Settings.load().prompt == "Name a river in Paris:"
+    assert saved_choices("simulated:2x-mi50")["prompt"] == "Name a river in Paris:"
 
 
 def test_questionary_menus_in_a_real_terminal(terminal, flake) -> None:
@@ -241,7 +134,7 @@ def test_questionary_menus_in_a_real_terminal(terminal, flake) -> None:
     screen.send(ENTER)
     assert screen.wait() == 0
     assert "CPR" not in screen.text  # prompt_toolkit never complained about the terminal
-    assert Settings.load().gpus == [1]
+    assert saved_choices("simulated:2x-mi50")["gpus"] == [1]
 
 
 def test_yes_runs_everything_without_stdin(flake, tmp_path) -> None:
@@ -270,10 +163,10 @@ def test_yes_stops_with_the_error_and_its_fix(flake, tmp_path) -> None:
     big = ["--model", "ggml-org/gpt-oss-120b-GGUF", "--ctx", "131072"]
     too_big = run_piped(["--yes", "--simulate", "rtx4090", "--flake", flake, *big], None, tmp_path)
     assert too_big.returncode == 1
-    assert "gpt-oss-120b-GGUF does not fit these GPUs at a 131072-token context" in too_big.stderr
+    assert "at 131072 tokens needs" in too_big.stderr and "it does NOT fit" in too_big.stderr
     assert "llama-wizard fit MODEL" in too_big.stderr and "Step 4/6" not in too_big.stdout
     # A saved choice of a build that fails: --yes builds it, and says why it stopped.
-    Settings(flake=flake, output="fails").save()
+    save_choices("simulated:no-gpu", flake=flake, output="fails")
     failed = run_piped(["--yes", "--simulate", "no-gpu"], None, tmp_path)
     assert failed.returncode == 1, failed.stdout[-2000:]
     assert "simulated compiler failure" in failed.stderr
@@ -300,7 +193,7 @@ def test_settings_are_remembered_between_runs_and_reset_forgets_them(flake, tmp_
     )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr
     assert "Quit. Your choices are saved" in first.stdout
-    saved = json.loads(settings_path().read_text())
+    saved = saved_choices("simulated:2x-mi50")
     assert saved["gpus"] == [1] and saved["prompt"] == "remember me"
     assert (saved["model"], saved["quant"], saved["ctx"]) == ("Qwen/Qwen3-8B-GGUF", "Q4_K_M",
                                                               32768)  # fmt: skip
@@ -326,7 +219,7 @@ def test_settings_are_remembered_between_runs_and_reset_forgets_them(flake, tmp_
     assert "Forgot the saved choices" in third.stderr
     assert "1) Use GPUs 0, 1 (recommended)" in third.stdout
     assert Path(str(settings_path()) + ".bak").is_file()
-    assert Settings.load().prompt == "The capital of France is"
+    assert SettingsStore.load().machines == {}
 
 
 def test_back_and_quit_and_the_cost_of_an_override(flake, tmp_path) -> None:
@@ -346,7 +239,8 @@ def test_back_and_quit_and_the_cost_of_an_override(flake, tmp_path) -> None:
     assert out.count("Step 1/6: Hardware") == 2  # "Back" went back to the first step
     assert out.rstrip().endswith("Quit. Your choices are saved; `llama-wizard --reset` forgets "
                                  "them.")  # fmt: skip
-    assert Settings.load().output is None  # the build step was left by "Back": nothing saved
+    # The build step was left by "Back": its choice was not saved.
+    assert saved_choices("simulated:2x-mi50")["output"] is None
 
 
 def test_end_of_input_and_ctrl_c(terminal, flake, tmp_path) -> None:

@@ -7,43 +7,27 @@ import io
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from llama_wizard.detect.sysroot import SystemRoot
+from llama_wizard.tui.cli.options import is_dumb_terminal
 from llama_wizard.tui.launch import LaunchSpec
 from llama_wizard.tui.machine import Machine
 from llama_wizard.tui.plain import (
     BACK,
     QUIT,
     AutoPrompter,
-    LinePrompter,
     NoInput,
     Option,
     PlainWizard,
-    is_dumb_terminal,
 )
-from llama_wizard.tui.settings import Settings
+from llama_wizard.tui.session import WizardSession
+from tests.plain_helpers import line_prompter
 
 OPTIONS = [Option("Use it", "use"), Option("Other", "other", disabled="none left"),
            Option("Back", BACK), Option("Quit", QUIT)]  # fmt: skip
-
-
-def line_prompter(*answers: str) -> tuple[LinePrompter, io.StringIO, list[str]]:
-    out = io.StringIO()
-    queue: Iterator[str] = iter(answers)
-    prompts: list[str] = []
-
-    def read(prompt: str) -> str:
-        prompts.append(prompt)
-        try:
-            return next(queue)
-        except StopIteration:
-            raise EOFError from None
-
-    return LinePrompter(out=out, read=read), out, prompts
 
 
 def test_select_takes_enter_numbers_and_shortcuts() -> None:
@@ -135,7 +119,7 @@ def test_ctrl_c_stops_the_launched_program_and_the_flow_goes_on(monkeypatch, tmp
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = InterruptOn("serving-ready")  # what the program prints (not its command line)
     machine = Machine(SystemRoot(str(tmp_path)), dict(os.environ))
-    wizard = PlainWizard(machine, AutoPrompter(out=out), Settings(), out=out, err=out)
+    wizard = PlainWizard(WizardSession(machine), AutoPrompter(out=out), out=out, err=out)
     script = "printf 'serv%s\\n' ing-ready; exec sleep 60"
     spec = LaunchSpec("llama-server", "/bin/sh", ["-c", script], env={"MARK": "x"})
     monkeypatch.setattr(wizard, "make_spec", lambda program: spec)

@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from llama_wizard.detect.model import Gpu
 
+# One formatter of sizes for every face; imported from here by the screens and the CLI.
+from llama_wizard.models.sizes import human_bytes
 
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit in ("B", "KiB") else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"
+__all__ = ["gpu_architecture", "gpu_free", "gpu_memory", "human_bytes", "short_bus_id"]
 
 
 def gpu_architecture(gpu: Gpu) -> str:

@@ -14,7 +14,6 @@ Secrets (HF_TOKEN, API keys) are never part of a printed command: `shell_command
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import queue
@@ -29,12 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import psutil
-
 from llama_wizard.detect.errors import ActionableError
+from llama_wizard.detect.process import kill_leftovers, stop_process_tree
 
 if TYPE_CHECKING:
-    from llama_wizard.models.choose import ModelChoice
     from llama_wizard.tui.plan import Plan
 
 PROGRAMS = ("llama-completion", "llama-server")
@@ -168,12 +165,12 @@ def uses_gpu(plan: Plan) -> bool:
     return any(g.vendor == "apple" for g in plan.inventory.gpus if g.index in build.gpus)
 
 
-def model_source_args(model: ModelChoice) -> list[str]:
-    return model.source_args()
-
-
-def _model_args(plan: Plan, model_path: str | None, gpu: bool) -> list[str]:
+def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
+    """How llama.cpp is told the plan's model, once: the source (`-hf repo:QUANT`, `-m FILE`
+    or `-mu URL`, or `-m model_path`), `-c`, then `-ngl 99 -fa on` on a GPU build (a CPU build
+    has no layers to offload), then the model's own flags. The plan shows exactly these."""
     model = plan.model
+    gpu = uses_gpu(plan)
     if model is None and model_path is None:
         raise LaunchError(
             "There is no model to run: none was named, and the plan has none (no model of the "
@@ -185,12 +182,10 @@ def _model_args(plan: Plan, model_path: str | None, gpu: bool) -> list[str]:
         source = ["-m", str(Path(model_path or "").expanduser())]
         rest = ["-ngl", "99"] if gpu else []
     else:
+        own_source = model.source_args()
         args = model.launch_args()
-        rest = args[2:] if args[:1] == ["-hf"] else args
-        if model_path:
-            source = ["-m", str(Path(model_path).expanduser())]
-        else:
-            source = model_source_args(model)
+        rest = args[len(own_source) :]  # the source is given once, below
+        source = ["-m", str(Path(model_path).expanduser())] if model_path else own_source
     if not gpu:
         rest = _without_option(rest, ("-ngl", "--n-gpu-layers", "--gpu-layers"))
     elif not any(a in ("-fa", "--flash-attn") or a.startswith("--flash-attn=") for a in rest):
@@ -263,7 +258,7 @@ def _spec(
     """launch_spec without looking at the disk (for the commands the Done step shows)."""
     if program not in PROGRAMS:
         raise ValueError(f"program must be one of {PROGRAMS}, not {program!r}")
-    args = _model_args(plan, model_path, uses_gpu(plan))
+    args = model_args(plan, model_path)
     if program == "llama-completion":
         # -no-cnv: with a chat template llama-completion would start a conversation and wait
         # for input; this is a one-shot completion of the prompt.
@@ -404,7 +399,7 @@ class LaunchedProcess:
         while not self.output_closed and time.monotonic() < deadline:
             time.sleep(0.05)
         if not self.output_closed:
-            self._sweep([])
+            kill_leftovers(self.pid, group=True, started_at=self.started_at)
 
     def lines(self, timeout: float) -> list[tuple[str, str]]:
         """What arrived since the last call: waits up to `timeout` for the first line, then
@@ -449,48 +444,17 @@ class LaunchedProcess:
         Waits for it; safe to call again (and after it exited on its own)."""
         with self._stop_lock:
             if not self._stopped:
-                tree = self._tree()
-                if self._popen.poll() is None:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        self._signal_group(sig)
-                        if self.wait(grace) is not None:
-                            break
-                    else:
-                        self._signal_group(signal.SIGKILL)
-                        self._popen.wait()
-                self._sweep(tree)
+                stop_process_tree(
+                    self._popen,
+                    signals=(signal.SIGINT, signal.SIGTERM),
+                    grace=grace,
+                    group=True,
+                    started_at=self.started_at,
+                )
                 self._stopped = True
                 for reader in self._readers:
                     reader.join(timeout=2)
             return self._popen.wait()
-
-    def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
-
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            return []
-
-    def _sweep(self, tree: list[psutil.Process]) -> None:
-        """Kill what outlived the program: the descendants seen before stopping it (even those
-        that left its process group) and every process still in its group."""
-        left = [p for p in tree if p.is_running()]
-        left += self._tree()
-        for process in psutil.process_iter(["pid"]):
-            try:
-                if (process.pid != self.pid and os.getpgid(process.pid) == self.pid
-                        and process.create_time() >= self.started_at - 1):  # fmt: skip
-                    left.append(process)
-            except (OSError, psutil.Error):
-                continue
-        unique = {p.pid: p for p in left}.values()
-        for process in unique:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        psutil.wait_procs(list(unique), timeout=2)
 
     def __enter__(self) -> LaunchedProcess:
         return self

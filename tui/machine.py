@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +33,8 @@ class Machine:
 def open_machine(root: str | None = None, simulate: str | None = None) -> Iterator[Machine]:
     """The machine to detect. A simulated one lives in a temporary directory for the duration."""
     if simulate:
+        import tempfile
+
         from llama_wizard.detect.simulate import load_profile, materialize
 
         profile = load_profile(simulate)

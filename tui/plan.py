@@ -3,6 +3,7 @@ commands the wizard runs and shows."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from platformdirs import user_state_dir
 
+from llama_wizard.detect.errors import ActionableError
 from llama_wizard.detect.model import DetectionWarning, Inventory
 from llama_wizard.nix import environment
 from llama_wizard.nix.catalogue import CATALOGUE, UPSTREAM_PACKAGES
@@ -33,6 +35,29 @@ def state_dir() -> Path:
     return Path(user_state_dir("llama-wizard"))
 
 
+class StateDirUnusable(ActionableError):
+    """Builds cannot be recorded: the state directory cannot be created or written."""
+
+
+def ensure_state_dir() -> Path:
+    """The state directory, ready for a build's logs and result link. Raises StateDirUnusable
+    naming the directory and the fix (before anything starts, so nothing is half done)."""
+    directory = state_dir()
+    builds = directory / "builds"
+    try:
+        builds.mkdir(parents=True, exist_ok=True)
+        probe = builds / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise StateDirUnusable(
+            f"Builds cannot be recorded in {builds}: {error.strerror or error}.",
+            "Make that directory writable, or point XDG_STATE_HOME at a writable directory "
+            "(for example `export XDG_STATE_HOME=$HOME/.local/state`), then build again.",
+        ) from None
+    return directory
+
+
 @dataclass
 class Plan:
     inventory: Inventory
@@ -41,10 +66,17 @@ class Plan:
     flake_outputs: FlakeOutputs
     warnings: list[PlanWarning] = field(default_factory=list)
     model: ModelChoice | None = None
+    recommended_model: ModelChoice | None = None
 
     def shell_command(self) -> str:
         """The build as a person would type it (quoted for a POSIX shell)."""
         return shlex.join(self.build.build_argv)
+
+    def launch_args(self) -> list[str]:
+        """The model's part of the launch command, exactly as launching uses it."""
+        from llama_wizard.tui.launch import model_args
+
+        return model_args(self)
 
     def to_json(self) -> dict[str, Any]:
         build = self.build
@@ -87,7 +119,9 @@ class Plan:
                 "from_cache": self.flake_outputs.from_cache,
                 "revision": self.flake_outputs.revision,
             },
-            "model": self.model.to_json() if self.model is not None else None,
+            "model": None
+            if self.model is None
+            else {**self.model.to_json(), "launch_args": self.launch_args()},
             **({"simulated": self.inventory.simulated} if self.inventory.simulated else {}),
         }
 
@@ -145,14 +179,17 @@ def make_plan(
     build = recommend(
         inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
     )
-    from llama_wizard.models.choose import (
-        recommend_for_inventory,  # loads gguf/numpy: only when planning
-    )
+    from llama_wizard.models.choose import devices_for, plan_model  # loads gguf/numpy
 
     chosen_gpus = [g for g in inventory.gpus if g.index in build.gpus]
-    model_choice = recommend_for_inventory(
-        inventory, gpus=chosen_gpus, model=model, quant=quant, ctx=ctx
+    model_plan = plan_model(
+        devices_for(chosen_gpus, inventory),
+        model=model,
+        quant=quant,
+        ctx=ctx,
+        host_memory_bytes=inventory.memory_available_bytes or None,
     )
+    model_choice = model_plan.choice
     if model_choice is None:
         warnings.append(
             PlanWarning(
@@ -164,12 +201,24 @@ def make_plan(
                 "Try a smaller quant or context (`llama-wizard fit MODEL`), or run on the CPU.",
             )
         )
+    elif model_choice.verdict == "no":
+        warnings.append(
+            PlanWarning(
+                "model_does_not_fit",
+                f"{model_choice.name} {model_choice.quant} at {model_choice.ctx} tokens needs "
+                f"{model_choice.total_bytes / (1 << 30):.1f} GiB of the "
+                f"{model_choice.memory_bytes / (1 << 30):.1f} GiB there: it does NOT fit.",
+                "Choose a smaller quant or context (`llama-wizard fit "
+                f"{model_choice.repo}` lists what fits).",
+            )
+        )
     return Plan(inventory=inventory, build=build, nix=nix_env, flake_outputs=outputs,
-                warnings=warnings, model=model_choice)  # fmt: skip
+                warnings=warnings, model=model_choice,
+                recommended_model=model_plan.recommendation)  # fmt: skip
 
 
 def detection_warnings_as_plan(warnings: list[DetectionWarning]) -> list[PlanWarning]:
     return [PlanWarning(w.code, w.message, w.fix) for w in warnings]
 
 
-__all__ = ["NixError", "Plan", "make_plan", "state_dir"]
+__all__ = ["NixError", "Plan", "StateDirUnusable", "ensure_state_dir", "make_plan", "state_dir"]

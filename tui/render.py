@@ -133,7 +133,7 @@ def plan_renderable(plan: Plan, banner: bool = True) -> Group:
                 f"({human_bytes(model.total_bytes)} of {human_bytes(model.memory_bytes)})",
             ),
         )
-        summary.add_row("Launch", Text(shlex.join(model.launch_args()), style="cyan"))
+        summary.add_row("Launch", Text(shlex.join(plan.launch_args()), style="cyan"))
     parts.append(summary)
     parts.append(Text("Why", style="bold"))
     parts.extend(Text(f"  • {reason}") for reason in build.reasons)

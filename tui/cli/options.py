@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from llama_wizard.tui import validate
+from llama_wizard.tui.validate import argparse_type
+
+if TYPE_CHECKING:
+    from llama_wizard.tui.session import WizardSession
 
 
-def gpu_list(text: str) -> list[int]:
-    try:
-        indices = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a list of GPU indices such as 0 or 0,1"
-        ) from None
-    if not indices or any(i < 0 for i in indices):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of GPU indices such as 0 or 0,1")
-    return indices
+# The command line's checks are the wizard's own (tui/validate.py): one rule per value, whether
+# it comes from an option, a saved setting or a field of the wizard.
+gpu_list = argparse_type(validate.check_gpus)
+context_size = argparse_type(validate.check_ctx)
+quant_name = argparse_type(validate.check_quant)
+tcp_port = argparse_type(validate.check_port)
+token_count = argparse_type(validate.check_n_predict)
+host_address = argparse_type(validate.check_host)
 
 
 def positive_int(text: str) -> int:
@@ -27,6 +34,25 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
     return value
+
+
+@contextlib.contextmanager
+def command_session(args: argparse.Namespace) -> Iterator[WizardSession]:
+    """The flow core for a subcommand: the machine it names, what the command line chose, and
+    no saved choices (subcommands do what they are told, nothing remembered)."""
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.session import Overrides, WizardSession
+
+    overrides = Overrides(
+        flake=getattr(args, "flake", None),
+        output=getattr(args, "output", None),
+        gpus=getattr(args, "gpu", None),
+        model=getattr(args, "model", None),
+        quant=getattr(args, "quant", None),
+        ctx=getattr(args, "ctx", None),
+    )
+    with open_machine(args.root, args.simulate) as machine:
+        yield WizardSession(machine, None, overrides, timeout=args.timeout)
 
 
 def add_machine_options(parser: argparse.ArgumentParser, top_level: bool) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
+
+from llama_wizard.tui.cli.options import gpu_list
 
 if TYPE_CHECKING:
     from llama_wizard.nix.build import BuildRecord
@@ -163,11 +166,14 @@ def run_build(
     env: dict[str, str] | None = None,
     out: IO[str] = sys.stdout,
     err: IO[str] = sys.stderr,
+    name: str | None = None,
 ) -> int:
+    """Build `output` (what the messages call it) under `name` (BuildChoice.build_name: the
+    build's record and lock, per flake), or follow its build if one is running."""
     # Imported here: registering the subcommand must not load the build machinery.
     from llama_wizard.nix.build import BuildAlreadyRunning, describe_record, find_build, start_build
 
-    existing = find_build(state_dir, output)
+    existing = find_build(state_dir, name or output)
     if existing is not None and not existing.finished:
         record = existing
         event = "attached"
@@ -176,7 +182,9 @@ def run_build(
             print(f"last build of {output}: {existing.status} ({existing.ended or '?'}), "
                   f"log {existing.text_log}", file=err)  # fmt: skip
         try:
-            record = start_build(build_argv, output, state_dir, out_link=out_link, env=env)
+            record = start_build(
+                build_argv, output, state_dir, out_link=out_link, env=env, name=name
+            )
             event = "started"
         except BuildAlreadyRunning as error:
             record, event = error.record, "attached"
@@ -197,8 +205,9 @@ def run_build(
     return _report(record, progress, mode, out, err)
 
 
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `build` on the top-level parser's subcommands."""
+    parser = subparsers.add_parser(
         "build",
         help="run nix build for the plan's output (or OUTPUT) with live progress",
         description="Build the plan's flake output (or OUTPUT) with live progress. The build "
@@ -206,9 +215,48 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("output", nargs="?", help="flake output to build (default: the plan's)")
     parser.add_argument("--flake", metavar="REF", help="the llama.cpp flake (as for `plan`)")
-    parser.add_argument("--gpu", metavar="N[,N]", help="use these GPUs (as for `plan`)")
+    parser.add_argument(
+        "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (as for `plan`)"
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines: one event per line")
     parser.add_argument(
         "--detach", action="store_true", help="start the build and return; follow it later"
     )
     return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.tui.cli.options import command_session
+    from llama_wizard.tui.plan import ensure_state_dir
+
+    with command_session(args) as session:
+        try:
+            plan = session.make_plan()
+            state = ensure_state_dir()
+        except ActionableError as error:
+            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            return 1
+        machine = session.machine
+        if plan.nix is None:
+            warning = next(w for w in plan.warnings if w.code == "nix_missing")
+            print(f"llama-wizard: {warning.message}\n{warning.fix}", file=sys.stderr)
+            return 1
+        for cost in plan.build.costs:
+            print(f"note: {cost}", file=sys.stderr)
+        if args.json:
+            mode = "json"
+        elif sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+            mode = "rich"
+        else:
+            mode = "plain"
+        return run_build(
+            plan.build.build_argv,
+            plan.build.build_label,
+            state,
+            out_link=plan.build.out_link,
+            mode=mode,
+            detach=args.detach,
+            env=machine.env,
+            name=plan.build.build_name,
+        )

@@ -12,20 +12,20 @@ import signal
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from llama_wizard.tui.options import gpu_list, positive_int
+from llama_wizard.tui.cli.options import (
+    context_size,
+    gpu_list,
+    host_address,
+    quant_name,
+    tcp_port,
+    token_count,
+)
 
 if TYPE_CHECKING:
     from llama_wizard.tui.launch import LaunchSpec
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 POLL_SECONDS = 0.1
-
-
-def _port(text: str) -> int:
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
-    return value
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,16 +50,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "-n",
         "--n-predict",
-        type=positive_int,
+        type=token_count,
         default=128,
         metavar="N",
         help="tokens to generate (default: 128)",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", metavar="H", help="llama-server's address (127.0.0.1)"
+        "--host",
+        type=host_address,
+        default="127.0.0.1",
+        metavar="H",
+        help="llama-server's address (127.0.0.1)",
     )
     parser.add_argument(
-        "--port", type=_port, default=8080, metavar="P", help="llama-server's port (8080)"
+        "--port", type=tcp_port, default=8080, metavar="P", help="llama-server's port (8080)"
     )
     # Not given here: whatever was given before `run` (the wizard's own options) holds.
     unset = argparse.SUPPRESS
@@ -69,9 +73,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="M",
         help="run this model (GGUF path, URL or owner/repo[:QUANT]; default: the plan's)",
     )
-    parser.add_argument("--quant", default=unset, metavar="Q", help="run this quant (Q4_K_M)")
     parser.add_argument(
-        "--ctx", default=unset, type=positive_int, metavar="N", help="context size in tokens"
+        "--quant", default=unset, type=quant_name, metavar="Q", help="run this quant (Q4_K_M)"
+    )
+    parser.add_argument(
+        "--ctx", default=unset, type=context_size, metavar="N", help="context size in tokens"
     )
     parser.add_argument(
         "--flake",
@@ -195,9 +201,8 @@ def _timing_summary(timing: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.tui.cli.options import command_session
     from llama_wizard.tui.launch import launch_spec, server_url
-    from llama_wizard.tui.machine import open_machine
-    from llama_wizard.tui.plan import make_plan
 
     output = Output(args.json, sys.stdout, sys.stderr)
     extra = list(args.extra or [])
@@ -210,19 +215,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     extra = extra[1:]
     program = "llama-server" if args.server else "llama-completion"
-    with open_machine(args.root, args.simulate) as machine:
-        inventory = machine.detect(args.timeout)
+    with command_session(args) as session:
         try:
-            plan = make_plan(
-                machine,
-                inventory,
-                flake_ref=getattr(args, "flake", None),
-                output=args.output,
-                gpu_indices=getattr(args, "gpu", None),
-                model=getattr(args, "model", None),
-                quant=getattr(args, "quant", None),
-                ctx=getattr(args, "ctx", None),
-            )
+            plan = session.make_plan()
             spec = launch_spec(
                 plan,
                 program=program,
@@ -236,12 +231,13 @@ def run(args: argparse.Namespace) -> int:
             output.emit("error", message=error.message, fix=error.fix)
             print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
             return EXIT_ERROR
+        simulated = session.simulated
     for warning in plan.warnings + plan.build.warnings:
         output.emit("warning", code=warning.code, message=warning.message, fix=warning.fix)
         output.note(f"warning: {warning.message} {warning.fix}")
     url = server_url(args.host, args.port) if args.server else None
     try:
-        return run_spec(spec, output, url=url, simulated=machine.simulated, grace=grace_seconds())
+        return run_spec(spec, output, url=url, simulated=simulated, grace=grace_seconds())
     except ActionableError as error:
         output.emit("error", message=error.message, fix=error.fix)
         print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)

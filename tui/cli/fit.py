@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from llama_wizard.tui.options import gpu_list, positive_int
+from llama_wizard.tui.cli.options import context_size, gpu_list, quant_name
 
 EXIT_USAGE = 2
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -29,10 +29,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", nargs="?", metavar="MODEL", help="path, URL or owner/repo[:QUANT]")
-    parser.add_argument("--quant", metavar="Q", help="only this quant (e.g. Q4_K_M)")
+    parser.add_argument(
+        "--quant", type=quant_name, metavar="Q", help="only this quant (e.g. Q4_K_M)"
+    )
     parser.add_argument(
         "--ctx",
-        type=positive_int,
+        type=context_size,
         metavar="N",
         help="context size in tokens (default: 32768, or the model's training context if smaller)",
     )
@@ -142,7 +144,7 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
             parse_size("")
         names = [f"--vram #{i + 1}" if len(sizes) > 1 else "--vram" for i in range(len(sizes))]
         return [Device(name, size) for name, size in zip(names, sizes, strict=True)], None, None
-    from llama_wizard.nix.recommend import default_gpus
+    from llama_wizard.detect.selection import default_gpus
     from llama_wizard.tui.machine import open_machine
 
     timeout = getattr(args, "timeout", None) or 10.0

@@ -1,0 +1,3 @@
+from llama_wizard.tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""`llama-wizard plan`: the recommended flake output and runtime environment, with reasons,
+and the model/quant table and commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from llama_wizard.tui.cli.options import context_size, gpu_list, quant_name
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `plan` on the top-level parser's subcommands."""
+    parser = subparsers.add_parser(
+        "plan",
+        help="the recommended flake output and runtime environment, with reasons",
+        description="Recommend the llama.cpp flake output and environment for these GPUs.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--flake",
+        metavar="REF",
+        help="the llama.cpp flake (default: this directory if it holds one, else "
+        "github:ggml-org/llama.cpp)",
+    )
+    parser.add_argument("--output", metavar="NAME", help="build this flake output instead")
+    parser.add_argument(
+        "--model", metavar="MODEL", help="plan for this model (GGUF path, URL or repo[:quant])"
+    )
+    parser.add_argument(
+        "--quant", type=quant_name, metavar="Q", help="plan for this quant (e.g. Q4_K_M)"
+    )
+    parser.add_argument(
+        "--ctx", type=context_size, metavar="N", help="plan for this context size (256 or more)"
+    )
+    parser.add_argument(
+        "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.tui.cli.options import command_session
+
+    with command_session(args) as session:
+        try:
+            plan = session.make_plan()
+        except ActionableError as error:
+            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            return 1
+    if args.json:
+        json.dump(plan.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from llama_wizard.tui.render import print_plan
+
+        print_plan(plan)
+    return 0

@@ -1,0 +1,642 @@
+"""The wizard's flow core: what each step knows and decides, once, for every face.
+
+The full-screen wizard (screens/), plain mode and `--yes` (tui/plain/) and the subcommands
+(tui/cli/) only ask and show; the rules live here: the recommended GPUs, which saved choices
+are stale on this machine or flake, the plan, the model fit and the best quant, whether a choice
+that does not fit may go on, the build status of this flake + output, the launch command, and
+what is saved and how (a choice equal to the recommendation is saved as "the recommendation").
+
+Threads: the methods that only compute (`detect_inventory`, `plan_outcome`, `resolve`, `fit`,
+`model_rows`, `build_status`) read the session and change nothing, so a Textual worker may call
+them; every method that changes the session (`set_*`, `choose_*`, `accept_*`, `adopt_plan`,
+`save`) belongs to the UI thread (a worker posts a message, the handler calls it).
+
+No Textual, no questionary, no printing: faces show `take_notes()` and the errors raised
+(ActionableError subclasses, each with a message and a fix)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llama_wizard.detect.errors import ActionableError
+from llama_wizard.tui import validate
+from llama_wizard.tui.settings import Choices, SettingsNotSaved, SettingsStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llama_wizard.detect.model import Gpu, Inventory
+    from llama_wizard.models.choose import FitReport, ModelChoice
+    from llama_wizard.models.estimate import Device, Estimate
+    from llama_wizard.models.source import ModelSource
+    from llama_wizard.nix.build import BuildStatus
+    from llama_wizard.tui.commands import Command
+    from llama_wizard.tui.launch import LaunchSpec
+    from llama_wizard.tui.machine import Machine
+    from llama_wizard.tui.plan import Plan
+
+COMMANDS_FILE_NAME = "llama-wizard-commands.sh"
+
+
+class DoesNotFit(ActionableError):
+    """A model choice whose estimate says it does not fit: it goes on only when confirmed."""
+
+    def __init__(self, choice: ModelChoice) -> None:
+        super().__init__(
+            f"{choice.name} {choice.quant} at {choice.ctx} tokens needs "
+            f"{choice.total_bytes / (1 << 30):.1f} GiB but only "
+            f"{choice.memory_bytes / (1 << 30):.1f} GiB is there: it does NOT fit, and "
+            "llama.cpp would fail to load it or run slowly out of system RAM.",
+            "Choose a smaller quant or context (`llama-wizard fit MODEL` lists what fits), or "
+            "confirm to try it anyway.",
+        )
+        self.choice = choice
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line named. These win over saved choices and are never dropped as
+    stale (a saved choice that no longer works is)."""
+
+    flake: str | None = None
+    output: str | None = None
+    gpus: list[int] | None = None
+    model: str | None = None
+    quant: str | None = None
+    ctx: int | None = None
+
+
+@dataclass
+class ModelRow:
+    """A catalogue model with its best quant on the chosen memory (the Model step's list)."""
+
+    repo: str
+    name: str
+    size_class: str
+    best_quant: str | None
+    verdict: str  # fits, tight or no
+
+
+@dataclass
+class QuantRow:
+    """One quant of a fit report, as both faces show it."""
+
+    index: int
+    quant: str
+    estimate: Estimate
+    chosen: bool
+    recommended: bool
+
+
+@dataclass
+class PlanOutcome:
+    """A plan and what making it decided about stale saved choices (applied by adopt_plan)."""
+
+    plan: Plan
+    dropped: list[str] = field(default_factory=list)  # fields reset to the recommendation
+    notes: list[str] = field(default_factory=list)
+
+
+def machine_fingerprint(inventory: Inventory) -> tuple[str, str]:
+    """(key, label) for this machine's saved choices: its GPUs' vendor, name, memory and PCI
+    ids. A simulated profile gets its own key, apart from any real machine."""
+    if inventory.simulated:
+        return f"simulated:{inventory.simulated}", f"simulated {inventory.simulated}"
+    parts = sorted(
+        f"{g.vendor}|{g.name}|{g.vram_total_bytes}|{g.pci_device_id}|{g.pci_bus_id}"
+        for g in inventory.gpus
+    )
+    if not parts:
+        return "cpu-only", "no GPU"
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    names: dict[str, int] = {}
+    for gpu in inventory.gpus:
+        names[gpu.name] = names.get(gpu.name, 0) + 1
+    label = ", ".join(f"{n}x {name}" if n > 1 else name for name, n in names.items())
+    return f"gpus:{digest}", label
+
+
+def best_index(report: FitReport) -> int | None:
+    """The quant to take from a report: the largest that fits with room, else the largest tight
+    one; None when none fits."""
+    from llama_wizard.models.choose import best_quant_index
+
+    return best_quant_index(report)
+
+
+class WizardSession:
+    def __init__(
+        self,
+        machine: Machine,
+        store: SettingsStore | None = None,
+        overrides: Overrides | None = None,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        """`store` None: nothing is read or saved (the subcommands)."""
+        self.machine = machine
+        self.store = store
+        self.overrides = overrides or Overrides()
+        self.timeout = timeout
+        self.inventory: Inventory | None = None
+        self.choices = Choices()
+        self.plan: Plan | None = None
+        self.launch_ran = False
+        self._notes: list[str] = list(store.notes) if store else []
+        if store:
+            store.notes.clear()
+        self._machine_key: tuple[str, str] | None = None
+
+    # --- messages ------------------------------------------------------------------------------
+
+    @property
+    def simulated(self) -> str | None:
+        return self.machine.simulated
+
+    def note(self, text: str) -> None:
+        self._notes.append(text)
+
+    def take_notes(self) -> list[str]:
+        """What the face should show the person since it last asked (choices dropped, ...)."""
+        notes, self._notes = self._notes, []
+        return notes
+
+    # --- step 1: hardware ----------------------------------------------------------------------
+
+    def detect_inventory(
+        self, on_partial: Callable[[Inventory, list[str]], None] | None = None
+    ) -> Inventory:
+        """Detect this machine (slow: run it in a worker, then set_inventory). `on_partial`,
+        when given, is called (on the calling thread) with what is known so far and the names
+        of the sources that have answered, as each answers: sysfs lists the GPUs before a slow
+        rocminfo or nvidia-smi has spoken."""
+        if on_partial is None:
+            return self.machine.detect(self.timeout)
+        from llama_wizard.detect.inventory import merge, run_sources
+
+        machine = self.machine
+        answered: list[Any] = []
+
+        def on_result(result: Any) -> None:
+            answered.append(result)
+            partial = merge(machine.root, list(answered))
+            partial.simulated = machine.simulated
+            on_partial(partial, [r.name for r in answered])
+
+        results = run_sources(
+            machine.root, timeout=self.timeout, env=machine.env, on_result=on_result
+        )
+        inventory = merge(machine.root, results)
+        inventory.simulated = machine.simulated
+        return inventory
+
+    def detect(self) -> Inventory:
+        """Detect once and adopt the result (plain mode, the subcommands)."""
+        if self.inventory is None:
+            self.set_inventory(self.detect_inventory())
+        assert self.inventory is not None
+        return self.inventory
+
+    def set_inventory(self, inventory: Inventory) -> None:
+        """Adopt a detection result. The first time, this machine's saved choices are loaded and
+        the command line's applied over them; GPUs that are not there are dropped."""
+        first = self.inventory is None
+        self.inventory = inventory
+        self.plan = None
+        if first:
+            self._load_choices(inventory)
+        known = {g.index for g in inventory.gpus}
+        gpus = self.choices.gpus
+        if gpus is not None and not set(gpus) <= known:
+            if self.overrides.gpus is not None:
+                from llama_wizard.detect.errors import ChoiceError
+
+                listing = ", ".join(f"{g.index} ({g.name})" for g in inventory.gpus) or "none"
+                raise ChoiceError(
+                    f"There is no GPU {', '.join(str(i) for i in sorted(set(gpus) - known))} "
+                    "on this machine.",
+                    f"Choose from the detected GPUs: {listing} (see `llama-wizard detect`).",
+                )
+            self.note(
+                f"The saved choice of GPUs {', '.join(map(str, gpus))} does not match this "
+                "machine; using the recommendation."
+            )
+            self.choices.gpus = None
+            self.choices.output = None
+
+    def _load_choices(self, inventory: Inventory) -> None:
+        self._machine_key = machine_fingerprint(inventory)
+        key, label = self._machine_key
+        if self.store is not None:
+            self.choices = self.store.choices_for(key, label, simulated=bool(inventory.simulated))
+            self._notes += self.store.notes
+            self.store.notes.clear()
+        named = self.overrides
+        choices = self.choices
+        if named.flake is not None:
+            if choices.flake is not None and not _same_flake(named.flake, choices.flake):
+                choices.output = None  # an output chosen for another flake
+            choices.flake = named.flake
+        if named.gpus is not None:
+            if choices.gpus is not None and sorted(named.gpus) != sorted(choices.gpus):
+                choices.output = None
+            choices.gpus = list(named.gpus)
+        if named.output is not None:
+            choices.output = named.output
+        if named.model is not None:
+            if named.model != choices.model:
+                choices.quant = choices.ctx = None  # the saved ones were for another model
+            choices.model = named.model
+        if named.quant is not None:
+            choices.quant = named.quant
+        if named.ctx is not None:
+            choices.ctx = named.ctx
+
+    def _inventory(self) -> Inventory:
+        if self.inventory is None:
+            raise RuntimeError("detect first")
+        return self.inventory
+
+    def recommended_gpus(self) -> list[int]:
+        from llama_wizard.detect.selection import default_gpus
+
+        return [g.index for g in default_gpus(self._inventory())[0]]
+
+    def chosen_gpus(self) -> list[int]:
+        """The GPUs the person chose (or the recommendation)."""
+        if self.choices.gpus is None:
+            return self.recommended_gpus()
+        return list(self.choices.gpus)
+
+    def planned_gpus(self) -> list[Gpu]:
+        """The GPUs the plan really uses (a build may leave some out: an iGPU, an old card)."""
+        inventory = self._inventory()
+        indices = self.plan.build.gpus if self.plan is not None else self.chosen_gpus()
+        return [g for g in inventory.gpus if g.index in indices]
+
+    def choose_gpus(self, indices: list[int]) -> None:
+        chosen = validate.check_gpus(list(indices))
+        known = {g.index for g in self._inventory().gpus}
+        unknown = [i for i in chosen if i not in known]
+        if unknown:
+            raise validate.InvalidValue(
+                f"There is no GPU {', '.join(map(str, unknown))} on this machine.",
+                "Choose from the GPUs listed.",
+            )
+        new = None if sorted(chosen) == sorted(self.recommended_gpus()) else sorted(chosen)
+        if sorted(self.chosen_gpus()) != sorted(chosen):
+            self.choices.output = None  # another set of GPUs: the build is chosen afresh
+            self.plan = None
+        self.choices.gpus = new
+
+    # --- step 2: the build ---------------------------------------------------------------------
+
+    def set_flake(self, ref: str | None) -> None:
+        ref = validate.check_flake(ref) if ref is not None and ref.strip() else None
+        if ref != self.choices.flake:
+            self.choices.flake = ref
+            self.choices.output = None
+            self.plan = None
+
+    def choose_output(self, output: str | None) -> None:
+        """A flake output by name; None (or the recommended one): the recommendation."""
+        output = validate.check_output(output) if output else None
+        if self.plan is not None and output == self.plan.build.recommended_output:
+            output = None
+        if output != self.choices.output:
+            self.choices.output = output
+            self.plan = None
+
+    def _saved(self, name: str) -> bool:
+        """Whether the value of a field comes from saved choices (droppable), not the command
+        line."""
+        value = getattr(self.choices, name)
+        return value is not None and value != getattr(self.overrides, name)
+
+    def plan_outcome(self) -> PlanOutcome:
+        """The plan for the choices so far (slow: asks the flake; run it in a worker, then
+        adopt_plan). A saved output the flake lacks, or a saved model that cannot be read or
+        does not fit, is dropped with a note; what the command line named raises instead
+        (ActionableError: flake unreadable, no such output/GPU, model unreadable, bad quant)."""
+        from llama_wizard.detect.errors import ChoiceError
+        from llama_wizard.models.errors import ModelError
+        from llama_wizard.tui.plan import make_plan
+
+        inventory = self._inventory()
+        choices = self.choices
+        output, model, quant, ctx = choices.output, choices.model, choices.quant, choices.ctx
+        outcome_dropped: list[str] = []
+        notes: list[str] = []
+        for _attempt in range(4):
+            try:
+                plan = make_plan(
+                    self.machine,
+                    inventory,
+                    flake_ref=choices.flake,
+                    output=output,
+                    gpu_indices=choices.gpus,
+                    model=model,
+                    quant=quant,
+                    ctx=ctx,
+                )
+            except ChoiceError as error:
+                if output is None or not self._saved("output"):
+                    raise
+                notes.append(f"{error.message} Using the recommended build instead.")
+                output = None
+                outcome_dropped.append("output")
+                continue
+            except ModelError as error:
+                if not any(self._saved(n) for n in ("model", "quant", "ctx")):
+                    raise
+                notes.append(f"{error.message} Using the recommended model instead.")
+                model = quant = ctx = None
+                outcome_dropped += ["model", "quant", "ctx"]
+                continue
+            saved_model = any(self._saved(n) for n in ("model", "quant", "ctx"))
+            if saved_model and (plan.model is None or plan.model.verdict == "no"):
+                what = " ".join(str(v) for v in (model, quant) if v) or "the saved model"
+                notes.append(
+                    f"The saved choice ({what}"
+                    + (f" at {ctx} tokens" if ctx else "")
+                    + ") does not fit the chosen memory; using the recommendation instead."
+                )
+                model = quant = ctx = None
+                outcome_dropped += ["model", "quant", "ctx"]
+                continue
+            return PlanOutcome(plan, outcome_dropped, notes)
+        raise RuntimeError("planning did not settle")  # pragma: no cover - each retry drops more
+
+    def adopt_plan(self, outcome: PlanOutcome) -> Plan:
+        for name in dict.fromkeys(outcome.dropped):
+            setattr(self.choices, name, None)
+        self._notes += outcome.notes
+        self.plan = outcome.plan
+        model = outcome.plan.model
+        if model is not None and _same_model(model, outcome.plan.recommended_model):
+            self.choices.model = self.choices.quant = self.choices.ctx = None
+        return outcome.plan
+
+    def make_plan(self) -> Plan:
+        """plan_outcome + adopt_plan, for faces that wait (plain mode, the subcommands)."""
+        self.detect()
+        return self.adopt_plan(self.plan_outcome())
+
+    def _plan(self) -> Plan:
+        if self.plan is None:
+            raise RuntimeError("plan first")
+        return self.plan
+
+    # --- step 3: the model ---------------------------------------------------------------------
+
+    def devices(self) -> list[Device]:
+        """The memory a model must fit: the planned GPUs', or with none the RAM the CPU build
+        runs in."""
+        from llama_wizard.models.choose import devices_for
+
+        return devices_for(self.planned_gpus(), self._inventory())
+
+    def host_memory(self) -> int | None:
+        return self._inventory().memory_available_bytes or None
+
+    def default_ctx(self) -> int:
+        model = self.plan.model if self.plan is not None else None
+        return model.ctx if model is not None else (self.choices.ctx or 32768)
+
+    def resolve(self, spec: str, quant: str | None = None) -> ModelSource:
+        """What a model spec names (reads a GGUF header or the Hub: slow, worker-safe)."""
+        from llama_wizard.models.source import resolve_model
+
+        return resolve_model(validate.check_model(spec), quant)
+
+    def fit(self, source: ModelSource, ctx: int | None = None) -> FitReport:
+        """Every quant of a model on the planned memory at ctx (worker-safe)."""
+        from llama_wizard.models.choose import fit_model
+
+        if ctx is not None:
+            ctx = validate.check_ctx(ctx)
+        return fit_model(source, self.devices(), ctx, host_memory_bytes=self.host_memory())
+
+    def model_rows(self, ctx: int | None = None) -> list[ModelRow]:
+        """The catalogue, each model with its best quant at ctx on the planned memory."""
+        from llama_wizard.models.catalogue import load_catalogue
+        from llama_wizard.models.source import from_catalogue
+
+        ctx = ctx or self.default_ctx()
+        rows = []
+        for model in load_catalogue().models:
+            report = self.fit(from_catalogue(model, model.repo, None), ctx)
+            index = best_index(report)
+            rows.append(
+                ModelRow(
+                    model.repo,
+                    model.name,
+                    model.size_class,
+                    None if index is None else report.quants[index].quant,
+                    "no" if index is None else report.quants[index].verdict,
+                )
+            )
+        return rows
+
+    def preselect(self, report: FitReport, quant: str | None = None) -> int | None:
+        """Which quant of a report starts selected: the current choice when it is this model
+        and still fits, else the best that fits."""
+        quants = [c.quant for c in report.source.candidates]
+        current = self.plan.model if self.plan is not None else None
+        wanted = quant or (
+            current.quant if current is not None and current.repo == _repo(report) else None
+        )
+        if wanted in quants:
+            index = quants.index(wanted)
+            if report.quants[index].verdict != "no" or quant is not None:
+                return index
+        return best_index(report)
+
+    def quant_rows(self, report: FitReport, chosen: int | None) -> list[QuantRow]:
+        best = best_index(report)
+        return [
+            QuantRow(i, c.quant, e, i == chosen, i == best)
+            for i, (c, e) in enumerate(zip(report.source.candidates, report.quants, strict=True))
+        ]
+
+    def choice_at(self, report: FitReport, index: int) -> ModelChoice:
+        from llama_wizard.models.choose import choice_from_report
+
+        return choice_from_report(report, index)
+
+    def recommend_for(self, source: ModelSource, ctx: int | None) -> ModelChoice | None:
+        """The best quant of this model at ctx (the context a little smaller if none fits at
+        ctx when none was asked for), or None."""
+        report = self.fit(source, ctx)
+        index = best_index(report)
+        return None if index is None else self.choice_at(report, index)
+
+    def recommend_model(self, ctx: int | None = None) -> ModelChoice | None:
+        """The catalogue's recommendation at ctx on the planned memory (what the plan would
+        pick with no model chosen), or None when nothing fits."""
+        from llama_wizard.models.choose import recommend
+
+        if ctx is not None:
+            ctx = validate.check_ctx(ctx)
+        return recommend(self.devices(), ctx=ctx, host_memory_bytes=self.host_memory())
+
+    def is_recommended(self, choice: ModelChoice) -> bool:
+        """Whether a choice is the plan's recommendation (it is then saved as such)."""
+        return _same_model(choice, self._plan().recommended_model)
+
+    def accept_model(self, choice: ModelChoice, *, confirmed: bool = False) -> None:
+        """Take this model, quant and context. One whose estimate says it does not fit raises
+        DoesNotFit unless confirmed (the face asks; `--yes` refuses)."""
+        plan = self._plan()
+        if choice.verdict == "no" and not confirmed:
+            raise DoesNotFit(choice)
+        plan.model = choice
+        if _same_model(choice, plan.recommended_model):
+            self.choices.model = self.choices.quant = self.choices.ctx = None
+        else:
+            self.choices.model, self.choices.quant, self.choices.ctx = (
+                choice.repo,
+                choice.quant,
+                choice.ctx,
+            )
+
+    def check_model_choice(self) -> None:
+        """Raise DoesNotFit when the plan's model does not fit (for `--yes` and Next)."""
+        model = self._plan().model
+        if model is not None and model.verdict == "no":
+            raise DoesNotFit(model)
+
+    # --- step 4: the build run -----------------------------------------------------------------
+
+    def build_status(self) -> BuildStatus:
+        """Built, running or not built: this flake's build of this output (another flake's
+        build of the same output name is not this one)."""
+        from llama_wizard.nix.build import build_status
+        from llama_wizard.tui.plan import state_dir
+
+        return build_status(state_dir(), self._plan().build)
+
+    def check_state_dir(self) -> None:
+        """Raise StateDirUnusable (naming the directory and the fix) when builds cannot be
+        recorded: before a build starts, so nothing is half done."""
+        from llama_wizard.tui.plan import ensure_state_dir
+
+        ensure_state_dir()
+
+    # --- step 5: the launch --------------------------------------------------------------------
+
+    def set_launch(
+        self,
+        *,
+        program: str | None = None,
+        prompt: str | None = None,
+        host: str | None = None,
+        port: int | str | None = None,
+    ) -> None:
+        """Validated launch settings (InvalidValue says what is wrong); nothing changes when
+        one of them is bad."""
+        checked = {
+            "program": validate.check_program(program) if program is not None else None,
+            "prompt": validate.check_prompt(prompt) if prompt is not None else None,
+            "host": validate.check_host(host) if host is not None else None,
+            "port": validate.check_port(port) if port is not None else None,
+        }
+        for name, value in checked.items():
+            if value is not None:
+                setattr(self.choices, name, value)
+
+    def launch_spec(self, program: str | None = None, *, check_built: bool = True) -> LaunchSpec:
+        from llama_wizard.tui.launch import launch_spec
+
+        choices = self.choices
+        return launch_spec(
+            self._plan(),
+            program=program or choices.program,
+            prompt=choices.prompt,
+            n_predict=choices.n_predict,
+            host=choices.host,
+            port=choices.port,
+            check_built=check_built,
+        )
+
+    def server_url(self) -> str:
+        from llama_wizard.tui.launch import server_url
+
+        return server_url(self.choices.host, self.choices.port)
+
+    # --- step 6: done --------------------------------------------------------------------------
+
+    def commands(self) -> list[Command]:
+        """The commands to do it again by hand; only the build when there is no model yet."""
+        from llama_wizard.tui import commands
+
+        plan = self._plan()
+        try:
+            spec = self.launch_spec(check_built=False)
+        except ActionableError as error:
+            self.note(f"{error.message} {error.fix}")
+            return [commands.build_command(plan)]
+        return commands.commands_for(plan, spec)
+
+    @staticmethod
+    def default_commands_path() -> Path:
+        return Path.cwd() / COMMANDS_FILE_NAME
+
+    def save_commands(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Raises CommandsFileExists when the file is there and overwrite is False (the face
+        asks first), ActionableError when it cannot be written."""
+        from llama_wizard.tui.commands import save_commands
+
+        return save_commands(self.commands(), Path(path).expanduser(), overwrite=overwrite)
+
+    # --- saving --------------------------------------------------------------------------------
+
+    def save(self) -> str | None:
+        """Save this machine's choices; a message when they could not be saved (the run goes
+        on with them), else None."""
+        if self.store is None or self._machine_key is None:
+            return None
+        key, label = self._machine_key
+        self.store.put(key, label, self.choices)
+        try:
+            self.store.save()
+        except SettingsNotSaved as error:
+            return f"{error.message} {error.fix}"
+        return None
+
+    def forget_choices(self) -> None:
+        """The person asked to reset: back to the recommendations (the file is reset by the
+        caller with tui.settings.reset_settings)."""
+        self.choices = Choices()
+        if self.store is not None:
+            self.store.machines.clear()
+            self.store.legacy = None
+        self.plan = None
+
+
+def _repo(report: FitReport) -> str:
+    return report.source.repo or report.source.spec
+
+
+def _same_model(choice: ModelChoice, other: ModelChoice | None) -> bool:
+    return other is not None and (choice.repo, choice.quant, choice.ctx) == (
+        other.repo,
+        other.quant,
+        other.ctx,
+    )
+
+
+def _same_flake(ref: str, other: str) -> bool:
+    from llama_wizard.nix.flake import normalize_ref
+
+    return ref == other or normalize_ref(ref) == normalize_ref(other)
+
+
+def describe_choice(choice: Any) -> str:
+    """ "fits" / "fits, tightly" / "does NOT fit", as both faces word a verdict."""
+    return {"fits": "fits", "tight": "fits, tightly", "no": "does NOT fit"}.get(
+        choice.verdict, choice.verdict
+    )
