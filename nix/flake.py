@@ -46,7 +46,10 @@ class FlakeOutputs:
         results apart: the locked URL and revision when Nix told us them (a new revision, or the
         same flake at another path, is another key), else the flake reference itself."""
         if self.revision:
-            identity = f"{self.locked_url or self.ref}|{self.revision}"
+            # The locked URL without its query: a path flake's carries lastModified, which a
+            # mere `touch` changes although the content (narHash, the revision) is the same.
+            where = (self.locked_url or self.ref).split("?", 1)[0]
+            identity = f"{where}|{self.revision}"
         else:
             identity = normalize_ref(self.ref)
         return hashlib.sha256(identity.encode()).hexdigest()[:12]

@@ -1,27 +1,43 @@
-"""What every wizard step shares: the step bar, the simulated banner, the keys."""
+"""What every wizard step shares: the step bar, the simulated banner, the keys, and what a step
+may ask of the app that hosts it (`WizardHost`: the screens never import the app module)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-if TYPE_CHECKING:
-    from llama_wizard.tui.app import WizardApp
-    from llama_wizard.tui.state import WizardState
+from llama_wizard.tui.steps import STEP_TITLES, STEPS
 
-STEPS = ("hardware", "build", "model", "build-run", "launch", "done")
-STEP_TITLES = {
-    "hardware": "Hardware",
-    "build": "Build",
-    "model": "Model",
-    "build-run": "Build run",
-    "launch": "Launch",
-    "done": "Done",
-}
+if TYPE_CHECKING:
+    from llama_wizard.tui.launch import LaunchedProcess
+    from llama_wizard.tui.session import WizardSession
+
+
+class WizardHost(Protocol):
+    """What a step may ask of the app it runs in."""
+
+    session: WizardSession
+    step: str
+    launched: LaunchedProcess | None  # the running llama.cpp program, stopped before quitting
+    build_running: bool  # a build this wizard follows is running
+    launch_running: bool  # the launched program is running
+
+    def goto(self, step: str) -> None: ...
+
+    def show_notes(self) -> None:
+        """Show what the session has to say (session.take_notes()) as notifications."""
+        ...
+
+    def save_choices(self) -> None:
+        """session.save(), its message (if any) shown as a warning."""
+        ...
+
+    def notify(self, message: str, *, severity: Any = ..., timeout: float | None = ...) -> None: ...
 
 
 class StepBar(Static):
@@ -31,8 +47,8 @@ class StepBar(Static):
         # The app's name leads the bar: no Header row, one more line for content at 80x24.
         parts = []
         for number, step in enumerate(STEPS, 1):
-            title = f"{number} {STEP_TITLES[step]}"
-            parts.append(f"[reverse] {title} [/reverse]" if step == current else f" {title} ")
+            title = f"{number} {step.title}"
+            parts.append(f"[reverse] {title} [/reverse]" if step.key == current else f" {title} ")
         super().__init__("[b]llama-wizard[/b] │" + "".join(parts), id="step-bar")
 
 
@@ -49,24 +65,37 @@ class WizardStep(Screen[None]):
     ]
 
     @property
-    def wizard(self) -> WizardApp:
-        return self.app  # type: ignore[return-value]
+    def host(self) -> WizardHost:
+        return cast("WizardHost", self.app)
 
     @property
-    def state(self) -> WizardState:
-        return self.wizard.state
+    def session(self) -> WizardSession:
+        return self.host.session
 
     def compose_header(self) -> ComposeResult:
-        if self.state.simulated:
-            yield Static(f"SIMULATED machine: {self.state.simulated}", id="simulated")
+        if self.session.simulated:
+            yield Static(f"SIMULATED machine: {self.session.simulated}", id="simulated")
         yield StepBar(self.STEP)
 
     def compose_footer(self) -> ComposeResult:
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = STEP_TITLES[self.STEP] + (" (simulated)" if self.state.simulated else "")
+        self.sub_title = STEP_TITLES[self.STEP] + (" (simulated)" if self.session.simulated else "")
 
     def can_leave(self) -> str | None:
         """Why the person cannot go on yet (shown as a notification), or None."""
         return None
+
+    def leave(self, go_on: Callable[[], None]) -> None:
+        """Next was asked for: call go_on when the step may be left (a step may ask first)."""
+        problem = self.can_leave()
+        if problem:
+            self.notify(problem, severity="warning")
+            return
+        go_on()
+
+
+def error_text(error: Any) -> str:
+    """An ActionableError as the steps show it."""
+    return f"⚠ {error.message}\nFix: {error.fix}"

@@ -1,30 +1,50 @@
 """Step 2, build: the recommended flake output with its reasons and environment, the
-alternatives and why not, and the flake; the person can change the flake and the output."""
+alternatives and why not, and the flake; the person can change the flake and the output.
+
+Planning asks the flake (slow): a worker computes the plan (session.plan_outcome) and posts it;
+the handler adopts it into the session on the UI thread."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.screens.base import WizardStep
-from llama_wizard.tui.plan import Plan
-from llama_wizard.tui.render import plan_renderable
+from llama_wizard.screens.base import WizardStep, error_text
+
+if TYPE_CHECKING:
+    from llama_wizard.tui.plan import Plan
+    from llama_wizard.tui.session import PlanOutcome
 
 RECOMMENDED = "__recommended__"
 
 
+@dataclass
+class Planned(Message):
+    generation: int
+    outcome: PlanOutcome | None = None
+    error: ActionableError | None = None
+
+
 class BuildChoiceScreen(WizardStep):
     STEP = "build"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0  # bumped by every request: a late answer to an older one is dropped
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
         with Horizontal(classes="form-row"):
             yield Label("Flake", classes="form-label")
             yield Input(
-                value=self.state.settings.flake or "",
+                value=self.session.choices.flake or "",
                 placeholder="this directory's llama.cpp flake, else github:ggml-org/llama.cpp",
                 id="flake",
             )
@@ -32,54 +52,76 @@ class BuildChoiceScreen(WizardStep):
             yield Label("Output", classes="form-label")
             # Blank until the flake has answered: setting the value then redraws its label.
             yield Select[str]([], id="output-choice", prompt="asking the flake…")
-        yield Static("Asking the flake what it offers…", id="plan-status")
+        yield Static("Asking the flake what it offers…", id="plan-status", markup=False)
         with VerticalScroll(id="plan-view"):
             yield Static("", id="plan")
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
-        if self.state.plan is None:
+        if self.session.inventory is None:
+            self._status("The hardware is not detected yet: go back to the Hardware step.")
+        elif self.session.plan is None:
             self.refresh_plan()
         else:
-            self.show_plan(self.state.plan)
+            self.show_plan(self.session.plan)
+
+    def refresh_plan(self, status: str = "Asking the flake what it offers…") -> None:
+        self.generation += 1
+        self._status(status)
+        self.compute_plan(self.generation)
 
     @work(thread=True, exclusive=True, group="plan")
-    def refresh_plan(self) -> None:
+    def compute_plan(self, generation: int) -> None:
         try:
-            plan = self.state.make_plan()
+            outcome = self.session.plan_outcome()
         except ActionableError as error:
-            self.app.call_from_thread(self.show_error, error)
+            self.post_message(Planned(generation, error=error))
             return
-        self.app.call_from_thread(self.show_plan, plan)
+        self.post_message(Planned(generation, outcome=outcome))
 
-    def show_error(self, error: ActionableError) -> None:
-        self.state.plan = None
-        self.query_one("#plan-status", Static).update(f"⚠ {error.message}\nFix: {error.fix}")
-        self.query_one("#plan", Static).update("")
+    def on_planned(self, message: Planned) -> None:
+        if message.generation != self.generation:
+            return  # the choices changed since this plan was asked for
+        if message.outcome is None:
+            assert message.error is not None
+            self._status(error_text(message.error))
+            self.query_one("#plan", Static).update("")
+            return
+        plan = self.session.adopt_plan(message.outcome)
+        self.host.show_notes()
+        self.show_plan(plan)
+
+    def _status(self, text: str) -> None:
+        self.query_one("#plan-status", Static).update(text)
 
     def show_plan(self, plan: Plan) -> None:
+        from llama_wizard.tui.render import plan_renderable
+
         build = plan.build
         select = self.query_one("#output-choice", Select)
         recommended = build.recommended_output or build.output
         options = [(f"recommended: {recommended}", RECOMMENDED)]
         options += [(name, name) for name in plan.flake_outputs.packages]
-        chosen = self.state.settings.output or RECOMMENDED
+        chosen = self.session.choices.output or RECOMMENDED
         values = {value for _, value in options}
         with select.prevent(Select.Changed):
             select.set_options(options)  # back to blank, so the value below always redraws
             select.value = chosen if chosen in values else RECOMMENDED
         what = build.output + (f" for {';'.join(build.rocm_targets)}" if build.rocm_targets else "")
         cached = " (outputs from cache)" if plan.flake_outputs.from_cache else ""
-        self.query_one("#plan-status", Static).update(f"Build {what} from {build.flake}{cached}")
+        self._status(f"Build {what} from {build.flake}{cached}")
         self.query_one("#plan", Static).update(plan_renderable(plan, banner=False))
 
     @on(Input.Submitted, "#flake")
     def flake_changed(self, event: Input.Submitted) -> None:
-        self.state.settings.flake = event.value.strip() or None
-        self.state.settings.output = None
-        self.query_one("#plan-status", Static).update("Asking the flake what it offers…")
-        self.refresh_plan()
+        try:
+            self.session.set_flake(event.value)
+        except ActionableError as error:
+            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
+            return
+        if self.session.plan is None:
+            self.refresh_plan()
 
     @on(Select.Changed, "#output-choice")
     def output_changed(self, event: Select.Changed) -> None:
@@ -88,13 +130,15 @@ class BuildChoiceScreen(WizardStep):
         if event.value == Select.NULL:
             return
         value = None if event.value == RECOMMENDED else str(event.value)
-        if value == self.state.settings.output:
+        try:
+            self.session.choose_output(value)
+        except ActionableError as error:
+            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
             return
-        self.state.settings.output = value
-        self.query_one("#plan-status", Static).update("Planning…")
-        self.refresh_plan()
+        if self.session.plan is None:
+            self.refresh_plan("Planning…")
 
     def can_leave(self) -> str | None:
-        if self.state.plan is None:
+        if self.session.plan is None:
             return "There is no build plan yet (see the message above)."
         return None

@@ -1,36 +1,42 @@
 """Step 4, build run: build the plan's output with progress and its log; cancel, retry, skip
-when it is already built, and reattach to a build started before (here or from the CLI)."""
+when this flake's build of it is already there, and reattach to a build started before (here
+or from the CLI). Whether it is built is the session's answer (this flake + output)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Static
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.nix.build import BuildAlreadyRunning, BuildRecord, find_build, start_build
-from llama_wizard.screens.base import WizardStep
+from llama_wizard.nix.build import BuildRecord
+from llama_wizard.screens.base import WizardStep, error_text
 from llama_wizard.screens.build import CSS as BUILD_CSS
 from llama_wizard.screens.build import BuildView
-from llama_wizard.tui.plan import state_dir
 
 
-def build_name(out_link: str) -> str:
-    return Path(out_link).name.removeprefix("result-")
+def state_dir_problem(error: OSError) -> str:
+    """An unusable state directory (XDG_STATE_HOME a file, a read-only disk), said with the fix."""
+    from llama_wizard.tui.plan import state_dir
+
+    where = state_dir()
+    return (
+        f"⚠ The wizard keeps its builds in {where}, which cannot be used: "
+        f"{error.strerror or error}.\n"
+        f"Fix: make {where} a writable directory, or point XDG_STATE_HOME at one "
+        "(then r builds)."
+    )
 
 
-def already_built(out_link: str) -> str | None:
-    """The store path the result link points at, when the build is there."""
-    link = Path(out_link)
-    if not link.is_symlink():
-        return None
-    target = os.path.realpath(link)
-    return target if target.startswith("/nix/store/") and Path(target).exists() else None
+@dataclass
+class BuildStarted(Message):
+    record: BuildRecord | None = None
+    problem: str | None = None
 
 
 class BuildRunScreen(WizardStep):
@@ -44,16 +50,17 @@ class BuildRunScreen(WizardStep):
     def __init__(self) -> None:
         super().__init__()
         self.built: str | None = None
+        self.starting = False
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
-        yield Static("", id="build-status")
+        yield Static("", id="build-status", markup=False)
         yield Vertical(id="build-area")
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
-        plan = self.state.plan
+        plan = self.session.plan
         if plan is None:
             self._status("There is no plan yet: go back to the Build step.")
             return
@@ -63,44 +70,71 @@ class BuildRunScreen(WizardStep):
                 "Install it (`sudo apt install nix-bin`), then come back."
             )
             return
-        name = build_name(plan.build.out_link)
-        running = find_build(state_dir(), name)
-        if running is not None and not running.finished:
-            self._status(f"Reattached to the build of {name} started {running.started}.")
-            self._follow(running)
+        try:
+            status = self.session.build_status()
+        except ActionableError as error:
+            self._status(error_text(error))
             return
-        self.built = already_built(plan.build.out_link)
-        if self.built:
-            self._status(f"{name} is already built: {self.built}\nctrl+n goes on; r builds again.")
+        except OSError as error:
+            self._status(state_dir_problem(error))
+            return
+        output = plan.build.output
+        if status.state == "running" and status.record is not None:
+            self._status(f"Reattached to the build of {output} started {status.record.started}.")
+            self._follow(status.record)
+            return
+        if status.state == "built":
+            self.built = status.store_path
+            self._status(
+                f"{output} is already built: {self.built}\nctrl+n goes on; r builds again."
+            )
             return
         self.start()
 
     def _status(self, text: str) -> None:
         self.query_one("#build-status", Static).update(text)
 
-    @work(thread=True, exclusive=True, group="build-start")
     def start(self) -> None:
-        plan = self.state.plan
+        self.starting = True
+        self._status("Starting the build…")
+        self.start_build()
+
+    @work(thread=True, exclusive=True, group="build-start")
+    def start_build(self) -> None:
+        from llama_wizard.nix.build import BuildAlreadyRunning, start_build
+        from llama_wizard.tui.plan import state_dir
+
+        plan = self.session.plan
         assert plan is not None
-        name = build_name(plan.build.out_link)
+        build = plan.build
         try:
             record = start_build(
-                plan.build.build_argv,
-                name,
+                build.build_argv,
+                build.output,
                 state_dir(),
-                out_link=plan.build.out_link,
-                env=self.state.machine.env,
+                out_link=build.out_link,
+                env=self.session.machine.env,
+                name=build.build_name,
             )
         except BuildAlreadyRunning as error:
             record = error.record
         except ActionableError as error:
-            self.app.call_from_thread(self._status, f"⚠ {error.message}\nFix: {error.fix}")
+            self.post_message(BuildStarted(problem=error_text(error)))
             return
-        self.app.call_from_thread(self._follow, record)
+        except OSError as error:
+            self.post_message(BuildStarted(problem=state_dir_problem(error)))
+            return
+        self.post_message(BuildStarted(record))
+
+    def on_build_started(self, message: BuildStarted) -> None:
+        self.starting = False
+        if message.record is None:
+            self._status(message.problem or "The build could not start.")
+            return
+        self._follow(message.record)
 
     def _follow(self, record: BuildRecord) -> None:
-        self.state.build_record = record
-        self.state.build_running = True
+        self.host.build_running = True
         area = self.query_one("#build-area", Vertical)
         area.remove_children()
         area.mount(BuildView(record))
@@ -110,8 +144,7 @@ class BuildRunScreen(WizardStep):
 
     @on(BuildView.Finished)
     def finished(self, event: BuildView.Finished) -> None:
-        self.state.build_running = False
-        self.state.build_record = event.record
+        self.host.build_running = False
         if event.record.status == "succeeded":
             self.built = event.record.out_paths[-1] if event.record.out_paths else "built"
             self._status("Built. ctrl+n goes on to the launch.")
@@ -124,8 +157,10 @@ class BuildRunScreen(WizardStep):
             views.first().cancel()
 
     def action_rebuild(self) -> None:
-        if self.state.build_running:
+        if self.host.build_running or self.starting:
             self.notify("A build is running already.", severity="warning")
+            return
+        if self.session.plan is None or self.session.plan.nix is None:
             return
         self.built = None
         self.start()
@@ -133,6 +168,6 @@ class BuildRunScreen(WizardStep):
     def can_leave(self) -> str | None:
         if self.built:
             return None
-        if self.state.build_running:
+        if self.host.build_running or self.starting:
             return "The build is still running (escape goes back and leaves it running)."
         return "Build first (r), or come back once it is built."

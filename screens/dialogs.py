@@ -28,7 +28,9 @@ From this machine's GPUs to llama.cpp running on them, in six steps:
 | `ctrl+p` | command palette (jump to a step, reset saved choices) |
 | `q` / `ctrl+c` | quit (asks when a build or a run is going on) |
 
-Choices are remembered between runs; `llama-wizard --reset` forgets them.
+Choices are remembered between runs, for each machine apart (a simulated
+profile keeps its own); `llama-wizard --reset` or ctrl+p → “Reset saved choices”
+forgets them.
 `llama-wizard --plain` asks the same questions line by line.
 """
 

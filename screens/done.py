@@ -1,6 +1,8 @@
 """Step 6, done: the exact commands to do it all again by hand (shell-quoted, environment
 included), a NixOS `services.llama-server` snippet, the container commands and `nix develop`;
-each copyable (OSC 52, which works over SSH) and all savable to a file."""
+each copyable (OSC 52, which works over SSH) and all savable to a file
+(./llama-wizard-commands.sh unless the person types another; an existing file is replaced
+only when the person says so)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, ListItem, ListView, Static
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.screens.base import WizardStep
+from llama_wizard.screens.base import WizardStep, error_text
 
-DEFAULT_FILE = "~/llama-wizard-commands.sh"
+
+def shown_path(path: Path) -> str:
+    """A path in the current directory as ./NAME (what plain mode says too)."""
+    return f"./{path.name}" if path.parent == Path.cwd() else str(path)
 
 
 class DoneScreen(WizardStep):
@@ -35,39 +40,25 @@ class DoneScreen(WizardStep):
         with Horizontal(id="done-body"):
             yield ListView(id="command-list")
             with VerticalScroll(id="command-view"):
-                yield Static("", id="command-text")
+                yield Static("", id="command-text", markup=False)
         with Horizontal(classes="form-row"):
             yield Label("Save to", classes="form-label")
-            yield Input(value=DEFAULT_FILE, id="save-path")
-        yield Static("y copies the selected command; ctrl+s saves them all.", id="done-status")
+            yield Input(value=shown_path(self.session.default_commands_path()), id="save-path")
+        yield Static(
+            "y copies the selected command; ctrl+s saves them all.", id="done-status", markup=False
+        )
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
-        from llama_wizard.tui.commands import commands_for
-        from llama_wizard.tui.launch import launch_spec
-
-        plan = self.state.plan
-        if plan is None:
+        if self.session.plan is None:
             self._status("There is no plan yet: go back to the Build step.")
             return
-        settings = self.state.settings
-        try:
-            spec = launch_spec(
-                plan,
-                program=settings.program,
-                prompt=settings.prompt,
-                n_predict=settings.n_predict,
-                host=settings.host,
-                port=settings.port,
-            )
-        except ActionableError as error:
-            self._status(f"⚠ {error.message}\nFix: {error.fix}")
-            return
-        self.commands = commands_for(plan, spec)
+        self.commands = self.session.commands()
+        self.host.show_notes()  # e.g. why only the build command is there
         items = self.query_one("#command-list", ListView)
         for command in self.commands:
-            items.append(ListItem(Label(command.title)))
+            items.append(ListItem(Label(command.title, markup=False)))
         if self.commands:
             items.index = 0
             self._show(0)
@@ -95,13 +86,43 @@ class DoneScreen(WizardStep):
         )
 
     def action_save(self) -> None:
-        from llama_wizard.tui.commands import save_commands
+        from llama_wizard.tui.commands import CommandsFileExists
 
-        path = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_FILE)
-        path = path.expanduser()
-        try:
-            save_commands(self.commands, path, overwrite=True)
-        except (OSError, ActionableError) as error:
-            self._status(f"⚠ Could not save to {path}: {error}")
+        if not self.commands:
             return
+        typed = self.query_one("#save-path", Input).value.strip()
+        path = Path(typed).expanduser() if typed else self.session.default_commands_path()
+        try:
+            self._saved(self.session.save_commands(path))
+        except CommandsFileExists:
+            from llama_wizard.screens.dialogs import ConfirmScreen
+
+            def answered(replace: bool | None) -> None:
+                if replace:
+                    self._save_over(path)
+                else:
+                    self._status(f"Kept {path} as it was; type another file name to save to.")
+
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"**{path} already exists.**\n\nReplace it with these commands?",
+                    yes="Replace",
+                    no="Keep it",
+                ),
+                answered,
+            )
+        except ActionableError as error:
+            self._status(error_text(error))
+        except OSError as error:
+            self._status(f"⚠ Could not save to {path}: {error.strerror or error}")
+
+    def _save_over(self, path: Path) -> None:
+        try:
+            self._saved(self.session.save_commands(path, overwrite=True))
+        except ActionableError as error:
+            self._status(error_text(error))
+        except OSError as error:
+            self._status(f"⚠ Could not save to {path}: {error.strerror or error}")
+
+    def _saved(self, path: Path) -> None:
         self._status(f"Saved {len(self.commands)} commands to {path}.")

@@ -1,17 +1,22 @@
 """Step 1, hardware: the GPUs, CPU and RAM, warnings with their fixes, and which GPUs to use.
 
 Detection runs in a worker and the screen fills in as each source answers (sysfs at once,
-rocminfo or nvidia-smi when they are done)."""
+rocminfo or nvidia-smi when they are done); the final inventory is handed to the session on
+the UI thread."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on, work
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import SelectionList, Static
 from textual.widgets.selection_list import Selection
 
+from llama_wizard.detect.errors import ActionableError
 from llama_wizard.detect.model import Gpu, Inventory
-from llama_wizard.screens.base import WizardStep
+from llama_wizard.screens.base import WizardStep, error_text
 from llama_wizard.tui.format import gpu_architecture, gpu_memory, human_bytes, short_bus_id
 
 SOURCES = ("sysfs", "rocminfo", "nvidia-smi", "host")
@@ -25,63 +30,88 @@ def gpu_label(gpu: Gpu) -> str:
     )
 
 
+@dataclass
+class PartialInventory(Message):
+    """What is known while detection goes on, and the sources that have answered."""
+
+    inventory: Inventory
+    answered: list[str]
+
+
+@dataclass
+class Detected(Message):
+    inventory: Inventory
+
+
 class HardwareScreen(WizardStep):
     STEP = "hardware"
     BINDINGS = [Binding("r", "redetect", "Detect again")]  # noqa: RUF012
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.detecting = False
+
     def compose(self):  # type: ignore[override]
         yield from self.compose_header()
-        yield Static("Detecting GPUs…", id="status")
+        yield Static("Detecting GPUs…", id="status", markup=False)
         # The GPU list is mounted when the first source answers: the first paint stays light.
-        yield Static("", id="host")
-        yield Static("", id="warnings")
+        yield Static("", id="host", markup=False)
+        yield Static("", id="warnings", markup=False)
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
-        if self.state.inventory is None:
+        inventory = self.session.inventory
+        if inventory is None:
             # After the first paint: the screen is usable at once, detection fills it in.
+            self.detecting = True
             self.call_after_refresh(self.run_detection)
         else:
-            self.show_inventory(self.state.inventory)
+            self.show_inventory(inventory)
 
     def action_redetect(self) -> None:
+        if self.detecting:
+            return
+        self.detecting = True
         self.query_one("#status", Static).update("Detecting GPUs…")
         self.run_detection()
 
     @work(thread=True, exclusive=True, group="detect")
     def run_detection(self) -> None:
-        from llama_wizard.detect.inventory import merge, run_sources
-
-        state = self.state
-        so_far: list = []
-
-        def on_result(result) -> None:
-            # Each answer is shown at once: sysfs lists the GPUs before a slow tool has spoken.
-            so_far.append(result)
-            partial = merge(state.machine.root, list(so_far))
-            names = [r.name for r in so_far]
-            self.app.call_from_thread(self.show_partial, partial, names)
-
-        results = run_sources(
-            state.machine.root, timeout=state.timeout, env=state.machine.env, on_result=on_result
+        # Computes only: the session is changed by the handler of Detected, on the UI thread.
+        inventory = self.session.detect_inventory(
+            on_partial=lambda partial, answered: self.post_message(
+                PartialInventory(partial, answered)
+            )
         )
-        inventory = merge(state.machine.root, results)
-        inventory.simulated = state.simulated
-        state.inventory = inventory
-        state.plan = None  # the hardware may have changed: plan again
-        self.app.call_from_thread(self.show_inventory, inventory)
+        self.post_message(Detected(inventory))
 
-    def show_partial(self, inventory: Inventory, answered: list[str]) -> None:
-        if self.state.inventory is not None:
+    def on_partial_inventory(self, message: PartialInventory) -> None:
+        if not self.detecting:
             return  # the final answer is already shown
-        marks = "  ".join(f"{name} {'✓' if name in answered else '…'}" for name in SOURCES)
-        self._fill(inventory)
+        from llama_wizard.detect.selection import default_gpus
+
+        marks = "  ".join(f"{name} {'✓' if name in message.answered else '…'}" for name in SOURCES)
+        recommended = [g.index for g in default_gpus(message.inventory)[0]]
+        self._fill(message.inventory, recommended)
         self.query_one("#status", Static).update(f"Detecting: {marks}")
+
+    def on_detected(self, message: Detected) -> None:
+        self.detecting = False
+        problem = None
+        try:
+            self.session.set_inventory(message.inventory)
+        except ActionableError as error:  # a GPU named on the command line is not there
+            problem = error
+        self.host.show_notes()
+        self.show_inventory(message.inventory)
+        if problem is not None:
+            self.query_one("#status", Static).update(error_text(problem))
 
     def show_inventory(self, inventory: Inventory) -> None:
         count = len(inventory.gpus)
-        self._fill(inventory)
+        chosen = self.session.chosen_gpus()
+        self._fill(inventory, chosen)
         if count:
             status = (
                 f"{count} GPU{'s' if count != 1 else ''} found. Space toggles a GPU; "
@@ -90,10 +120,8 @@ class HardwareScreen(WizardStep):
         else:
             status = "No GPU found: llama.cpp will run on the CPU."
         self.query_one("#status", Static).update(status)
-        selection = self._selection()
-        self._remember(list(selection.selected))
         if count:
-            selection.focus()
+            self._selection().focus()
 
     def _selection(self) -> SelectionList[int]:
         found = self.query("#gpus")
@@ -103,19 +131,14 @@ class HardwareScreen(WizardStep):
         self.mount(selection, before=self.query_one("#host"))
         return selection
 
-    def _fill(self, inventory: Inventory) -> None:
-        from llama_wizard.nix.recommend import default_gpus
-
-        state = self.state
-        recommended = {g.index for g in default_gpus(inventory)[0]}
-        saved = state.gpus if state.gpus is not None else state.settings.gpus
-        valid = {g.index for g in inventory.gpus}
-        wanted = set(saved) if saved and set(saved) <= valid else recommended
+    def _fill(self, inventory: Inventory, selected: list[int]) -> None:
+        wanted = set(selected)
         selection = self._selection()
-        selection.clear_options()
-        selection.add_options(
-            [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]
-        )
+        with selection.prevent(SelectionList.SelectedChanged):
+            selection.clear_options()
+            selection.add_options(
+                [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]
+            )
         cpu = inventory.cpu
         self.query_one("#host", Static).update(
             f"CPU  {cpu.model} ({cpu.arch}), {cpu.cores} cores / {cpu.threads} threads\n"
@@ -128,21 +151,14 @@ class HardwareScreen(WizardStep):
 
     @on(SelectionList.SelectedChanged, "#gpus")
     def gpus_changed(self, event: SelectionList.SelectedChanged) -> None:
-        self._remember(list(event.selection_list.selected))
-
-    def _remember(self, selected: list[int]) -> None:
-        state = self.state
-        if state.inventory is None:
-            return
-        recommended = sorted(g.index for g in state.recommended_gpus())
-        chosen = sorted(selected)
-        new = None if chosen == recommended else chosen
-        if new != state.gpus:
-            state.gpus = new
-            state.plan = None
-        state.settings.gpus = new
+        if self.detecting or self.session.inventory is None:
+            return  # a partial answer: nothing is chosen until detection is done
+        try:
+            self.session.choose_gpus(list(event.selection_list.selected))
+        except ActionableError as error:
+            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
 
     def can_leave(self) -> str | None:
-        if self.state.inventory is None:
+        if self.session.inventory is None or self.detecting:
             return "Detection is still running."
         return None

@@ -1,20 +1,54 @@
 """Step 5, launch: run llama-completion with the person's prompt (or llama-server on a host and
 port) with the plan's environment and flags, stream its output, show llama.cpp's own speed
-figures, and stop it cleanly."""
+figures, and stop it cleanly.
+
+The fields go through the session's checks (session.set_launch) and the command shown is the
+session's (session.launch_spec). A worker starts the program and reads its output; it posts
+what happened, and the handlers here update the app on the UI thread."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import Input, Label, Log, RadioButton, RadioSet, Static
 from textual.worker import get_current_worker
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.screens.base import WizardStep
+from llama_wizard.screens.base import WizardStep, error_text
+from llama_wizard.tui.validate import PROGRAMS
 
-PROGRAMS = ("llama-completion", "llama-server")
+if TYPE_CHECKING:
+    from llama_wizard.tui.launch import LaunchedProcess, LaunchSpec, Timing
+
+
+@dataclass
+class Started(Message):
+    process: LaunchedProcess
+    command: str
+
+
+@dataclass
+class Output(Message):
+    lines: list[str]
+    timing: Timing
+
+
+@dataclass
+class Exited(Message):
+    program: str
+    returncode: int | None
+    timing: Timing | None = None
+    problem: str | None = None  # it could not start
+
+
+# Each field, the keyword of session.set_launch it sets.
+FIELDS = {"prompt": "prompt", "host": "host", "port": "port"}
 
 
 class LaunchScreen(WizardStep):
@@ -25,22 +59,26 @@ class LaunchScreen(WizardStep):
         Binding("ctrl+s", "stop", "Stop", priority=True),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: dict[str, str] = {}  # field -> what is wrong with what it holds
+
     def compose(self) -> ComposeResult:
-        settings = self.state.settings
+        choices = self.session.choices
         yield from self.compose_header()
         with RadioSet(id="program"):
             for program in PROGRAMS:
-                yield RadioButton(program, value=program == settings.program, id=program)
+                yield RadioButton(program, value=program == choices.program, id=program)
         with Horizontal(classes="form-row", id="prompt-row"):
             yield Label("Prompt", classes="form-label")
-            yield Input(value=settings.prompt, id="prompt")
+            yield Input(value=choices.prompt, id="prompt")
         with Horizontal(classes="form-row", id="server-row"):
             yield Label("Listen on", classes="form-label")
-            yield Input(value=settings.host, id="host")
-            yield Input(value=str(settings.port), id="port", type="integer")
-        yield Static("", id="command")
-        yield Static("ctrl+r runs it; ctrl+s stops it.", id="launch-status")
-        yield Static("", id="speed")
+            yield Input(value=choices.host, id="host")
+            yield Input(value=str(choices.port), id="port", type="integer")
+        yield Static("", id="command", markup=False)
+        yield Static("ctrl+r runs it; ctrl+s stops it.", id="launch-status", markup=False)
+        yield Static("", id="speed", markup=False)
         yield Log(id="launch-output", max_lines=2000)
         yield from self.compose_footer()
 
@@ -50,31 +88,38 @@ class LaunchScreen(WizardStep):
         self._preview()
         self.query_one("#prompt", Input).focus()
 
+    # -- the fields -----------------------------------------------------------------------------
+
     def _preview(self) -> None:
         """The command that ctrl+r runs, before it runs."""
-        from llama_wizard.tui.launch import launch_spec
-
-        state, settings = self.state, self.state.settings
-        if state.plan is None:
+        if self.session.plan is None:
             self._say("There is no plan yet: go back to the Build step.")
             return
         try:
-            spec = launch_spec(
-                state.plan,
-                program=self._program(),
-                prompt=self.query_one("#prompt", Input).value,
-                n_predict=settings.n_predict,
-                host=self.query_one("#host", Input).value or settings.host,
-                port=settings.port,
-                check_built=False,
-            )
+            spec = self.session.launch_spec(check_built=False)
         except ActionableError as error:
-            self._say(f"⚠ {error.message}\nFix: {error.fix}")
+            self._say(error_text(error))
             return
         self.query_one("#command", Static).update(f"$ {spec.shell_command()}")
 
     @on(Input.Changed)
-    def field_changed(self) -> None:
+    def field_changed(self, event: Input.Changed) -> None:
+        name = event.input.id
+        if name not in FIELDS:
+            return
+        try:
+            self.session.set_launch(**{FIELDS[name]: event.value})
+        except ActionableError as error:
+            self.problems[name] = f"{error.message} {error.fix}"
+            self._say(f"⚠ {self.problems[name]}")
+            return
+        self.problems.pop(name, None)
+        if not self.host.launch_running:
+            self._say(
+                f"⚠ {next(iter(self.problems.values()))}"
+                if self.problems
+                else "ctrl+r runs it; ctrl+s stops it."
+            )
         self._preview()
 
     def _program(self) -> str:
@@ -88,7 +133,7 @@ class LaunchScreen(WizardStep):
 
     @on(RadioSet.Changed, "#program")
     def program_changed(self) -> None:
-        self.state.settings.program = self._program()
+        self.session.set_launch(program=self._program())
         self._show_program_fields()
         self._preview()
 
@@ -96,69 +141,77 @@ class LaunchScreen(WizardStep):
     def prompt_submitted(self) -> None:
         self.action_run()
 
+    # -- running --------------------------------------------------------------------------------
+
     def action_run(self) -> None:
-        if self.state.launch_running:
+        if self.host.launch_running:
             self.notify("It is running; ctrl+s stops it.", severity="warning")
             return
-        settings = self.state.settings
-        settings.prompt = self.query_one("#prompt", Input).value
-        settings.host = self.query_one("#host", Input).value.strip() or "127.0.0.1"
+        if self.problems:
+            self.notify(next(iter(self.problems.values())), severity="warning", markup=False)
+            return
+        if self.session.plan is None:
+            return
         try:
-            settings.port = int(self.query_one("#port", Input).value)
-        except ValueError:
-            self.notify("The port is a number, such as 8080.", severity="warning")
+            spec = self.session.launch_spec()
+        except ActionableError as error:
+            self._say(error_text(error))
             return
         self.query_one("#launch-output", Log).clear()
-        self.run_program()
+        self.query_one("#speed", Static).update("")
+        self.host.launch_running = True  # until Exited: a second ctrl+r does not start another
+        self.run_program(spec, dict(self.session.machine.env))
 
     @work(thread=True, exclusive=True, group="launch")
-    def run_program(self) -> None:
-        from llama_wizard.tui.launch import LaunchedProcess, launch_spec
+    def run_program(self, spec: LaunchSpec, env: dict[str, str]) -> None:
+        from llama_wizard.tui.launch import LaunchedProcess
 
-        state, settings = self.state, self.state.settings
-        assert state.plan is not None
         try:
-            spec = launch_spec(
-                state.plan,
-                program=settings.program,
-                prompt=settings.prompt,
-                n_predict=settings.n_predict,
-                host=settings.host,
-                port=settings.port,
-            )
-            process = LaunchedProcess.start(spec, base_env=state.machine.env)
+            process = LaunchedProcess.start(spec, base_env=env)
         except ActionableError as error:
-            self.app.call_from_thread(self._say, f"⚠ {error.message}\nFix: {error.fix}")
+            self.post_message(Exited(spec.program, None, problem=error_text(error)))
             return
         except OSError as error:
-            self.app.call_from_thread(self._say, f"⚠ Could not start {spec.binary}: {error}")
+            self.post_message(
+                Exited(spec.program, None, problem=f"⚠ Could not start {spec.binary}: {error}")
+            )
             return
-        state.launch_running = True
-        self.wizard.launched = process
-        self.app.call_from_thread(self._started, spec.shell_command(), settings)
+        self.post_message(Started(process, spec.shell_command()))
         worker = get_current_worker()
         while not process.finished and not worker.is_cancelled:
             lines = process.lines(timeout=0.1)
             if lines:
-                self.app.call_from_thread(self._output, [text for _, text in lines], process.timing)
+                self.post_message(Output([text for _, text in lines], process.timing))
         if worker.is_cancelled:
             process.stop()
-        state.launch_running = False
-        self.app.call_from_thread(self._output, [], process.timing)
-        self.app.call_from_thread(
-            self._say, f"{spec.program} exited with status {process.returncode}."
-        )
+        lines = process.lines(timeout=0)
+        self.post_message(Output([text for _, text in lines], process.timing))
+        self.post_message(Exited(spec.program, process.returncode, process.timing))
 
-    def _started(self, command: str, settings) -> None:
-        self.query_one("#command", Static).update(f"$ {command}")
-        if settings.program == "llama-server":
-            self._say(f"Serving on http://{settings.host}:{settings.port} — ctrl+s stops it.")
+    def on_started(self, message: Started) -> None:
+        self.host.launched = message.process
+        self.session.launch_ran = True
+        self.query_one("#command", Static).update(f"$ {message.command}")
+        if message.process.spec.program == "llama-server":
+            self._say(f"Serving on {self.session.server_url()} — ctrl+s stops it.")
         else:
             self._say("Running… ctrl+s stops it.")
 
-    def _output(self, lines: list[str], timing) -> None:
-        if lines:
-            self.query_one("#launch-output", Log).write_lines(lines)
+    def on_output(self, message: Output) -> None:
+        if message.lines:
+            self.query_one("#launch-output", Log).write_lines(message.lines)
+        self._speed(message.timing)
+
+    def on_exited(self, message: Exited) -> None:
+        self.host.launch_running = False
+        if message.problem:
+            self._say(message.problem)
+            return
+        if message.timing is not None:
+            self._speed(message.timing)
+        self._say(f"{message.program} exited with status {message.returncode}.")
+
+    def _speed(self, timing: Any) -> None:
         speeds = []
         if timing.prompt_tokens_per_second:
             speeds.append(f"prompt {timing.prompt_tokens_per_second:.1f} tokens/s")
@@ -170,11 +223,15 @@ class LaunchScreen(WizardStep):
     def _say(self, text: str) -> None:
         self.query_one("#launch-status", Static).update(text)
 
+    def on_unmount(self) -> None:
+        # Leaving the step cancels the worker, which stops the program: nothing runs on.
+        self.host.launch_running = False
+
     def action_stop(self) -> None:
-        launched = self.wizard.launched
+        launched = self.host.launched
         if launched is not None and launched.returncode is None:
             self.stop_program(launched)
 
     @work(thread=True, group="stop")
-    def stop_program(self, launched) -> None:
+    def stop_program(self, launched: LaunchedProcess) -> None:
         launched.stop()

@@ -1,24 +1,62 @@
-"""Step 3, model: a model from the catalogue (or a Hub repo / a local GGUF), a quant table with
-a memory bar and a fit badge per quant, and a context size whose effect shows at once. The
-plan's recommendation is preselected."""
+"""Step 3, model: a model from the catalogue (each with its best quant on the chosen memory), a
+Hub repo or a local GGUF; a quant table with a memory bar and a fit badge per quant; a context
+size applied with Enter (or doubled and halved with + and -).
+
+The current choice is preselected while it fits, else the best quant that fits (the session's
+rule). Highlighting a quant that fits takes it; one that does NOT fit is taken only when the
+person confirms it on leaving the step. Reading and fitting a model run in workers, which post
+what they found; the handlers change the session on the UI thread."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.models.catalogue import load_catalogue
-from llama_wizard.models.choose import FitReport, choice_from_report
-from llama_wizard.screens.base import WizardStep
+from llama_wizard.screens.base import WizardStep, error_text
 from llama_wizard.tui.format import human_bytes
-from llama_wizard.tui.widgets import LEGEND, memory_bar, verdict_badge
+from llama_wizard.tui.session import DoesNotFit, describe_choice
+from llama_wizard.tui.validate import MAX_CTX, MIN_CTX, InvalidValue, check_ctx
+from llama_wizard.tui.widgets import LEGEND, VERDICT_STYLES, memory_bar, verdict_badge
 
-MIN_CTX, MAX_CTX = 512, 1 << 20
+if TYPE_CHECKING:
+    from llama_wizard.models.choose import FitReport, ModelChoice
+    from llama_wizard.models.source import ModelSource
+    from llama_wizard.tui.session import ModelRow
+
+
+@dataclass
+class Fitted(Message):
+    """A model read and fitted at a context (or why it could not be)."""
+
+    generation: int
+    source: ModelSource | None = None
+    report: FitReport | None = None
+    quant: str | None = None
+    error: ActionableError | None = None
+
+
+@dataclass
+class RowsReady(Message):
+    """The catalogue's models with their best quant at a context."""
+
+    ctx: int
+    rows: list[ModelRow]
+
+
+@dataclass
+class LocalModelsFound(Message):
+    paths: list[str]
 
 
 class ModelScreen(WizardStep):
@@ -31,7 +69,12 @@ class ModelScreen(WizardStep):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ctx: int | None = None
+        self.ctx: int | None = None  # the context applied (the field may hold unsent keys)
+        self.source: ModelSource | None = None
+        self.report: FitReport | None = None
+        self.choice: ModelChoice | None = None  # the highlighted quant, taken or pending
+        self.generation = 0
+        self.labels: dict[str, str] = {}  # catalogue repo -> its label without the fit
 
     def compose(self) -> ComposeResult:
         yield from self.compose_header()
@@ -44,34 +87,89 @@ class ModelScreen(WizardStep):
             with Vertical(id="model-right"):
                 with Horizontal(classes="form-row"):
                     yield Label("Context", classes="form-label")
-                    yield Input(id="ctx", type="integer", placeholder="32768")
-                yield Static("", id="fit-status")
+                    yield Input(id="ctx", type="integer", placeholder="tokens; Enter applies")
+                yield Static("", id="fit-status", markup=False)
                 yield DataTable(id="quants", cursor_type="row", zebra_stripes=True)
                 yield Static(LEGEND, id="legend")
-                yield Static("", id="choice")
+                yield Static("", id="choice", markup=False)
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
+        from llama_wizard.models.catalogue import load_catalogue
+
+        plan = self.session.plan
+        if plan is None:
+            self._status("There is no plan yet: go back to the Build step.")
+            return
         table = self.query_one("#quants", DataTable)
         table.add_columns("Quant", "File", "Total", "Free", "Fit", "Max ctx", "Memory")
         catalogue = load_catalogue()
         models = self.query_one("#models", OptionList)
-        models.add_options(
-            [Option(f"{m.name}  ({m.size_class})", id=m.repo) for m in catalogue.models]
-        )
-        plan = self.state.plan
-        current = plan.model if plan else None
-        self.ctx = current.ctx if current else self.state.settings.ctx
-        if self.ctx:
-            self.query_one("#ctx", Input).value = str(self.ctx)
-        spec = current.repo if current else (self.state.settings.model or catalogue.recommended[0])
+        # Wide: the name, and below it the size and (once computed) the best quant; narrow
+        # (the list spans the screen): all on one line.
+        gap = "  " if self.app.size.width < 100 else "\n  "
+        for model in catalogue.models:
+            self.labels[model.repo] = f"{model.name}{gap}{model.size_class} ·"
+        models.add_options([Option(f"{label} …", id=repo) for repo, label in self.labels.items()])
+        current = plan.model
+        self.ctx = self.session.default_ctx()
+        self._show_ctx()
+        spec = current.repo if current else (self.session.choices.model or catalogue.recommended[0])
         if catalogue.find(spec) is not None:
             models.highlighted = models.get_option_index(spec)
         else:
             self.query_one("#spec", Input).value = spec
-        self.load_model(spec, current.quant if current else None)
+        # A quant named on the command line stays chosen even when it does not fit (the
+        # person sees its verdict and confirms it on Next); otherwise the session preselects.
+        named = self.session.overrides.quant
+        self.load_model(spec, named if current and current.quant == named else None)
         self.list_local_models()
+        self.compute_rows(self.ctx)
+        # The table has the keys: stray letters and digits never land in the Context field.
+        table.focus()
+
+    # -- workers: they compute, the handlers below change the session ---------------------------
+
+    def load_model(self, spec: str, quant: str | None = None) -> None:
+        self.generation += 1
+        self._status(f"Reading {spec}…")
+        self._read_and_fit(self.generation, spec, None, self.ctx, quant)
+
+    def refit(self) -> None:
+        if self.source is None:
+            return
+        self.generation += 1
+        self._status(f"Fitting at {self.ctx} tokens…")
+        self._read_and_fit(self.generation, None, self.source, self.ctx, None)
+
+    @work(thread=True, exclusive=True, group="fit")
+    def _read_and_fit(
+        self,
+        generation: int,
+        spec: str | None,
+        source: ModelSource | None,
+        ctx: int | None,
+        quant: str | None,
+    ) -> None:
+        session = self.session
+        try:
+            if source is None:
+                assert spec is not None
+                source = session.resolve(spec)
+            report = session.fit(source, ctx)
+        except ActionableError as error:
+            self.post_message(Fitted(generation, error=error))
+            return
+        self.post_message(Fitted(generation, source, report, quant))
+
+    @work(thread=True, exclusive=True, group="model-rows")
+    def compute_rows(self, ctx: int | None) -> None:
+        try:
+            rows = self.session.model_rows(ctx)
+        except ActionableError:
+            return  # the list stays without its fit column; the table says what is wrong
+        self.post_message(RowsReady(ctx or self.session.default_ctx(), rows))
 
     @work(thread=True, group="local-models")
     def list_local_models(self) -> None:
@@ -80,89 +178,126 @@ class ModelScreen(WizardStep):
 
         found = find_local_models()
         if found:
-            self.app.call_from_thread(self._add_local, found)
+            self.post_message(LocalModelsFound([str(local.path) for local in found]))
 
-    def _add_local(self, found: list) -> None:
+    def on_local_models_found(self, message: LocalModelsFound) -> None:
         models = self.query_one("#models", OptionList)
-        for local in found:
-            label = f"Local: {local.path.name}"
-            models.add_option(Option(label, id=str(local.path)))
+        for path in message.paths:
+            name = path.rsplit("/", 1)[-1]
+            models.add_option(Option(f"Local: {name}", id=path))
 
-    @work(thread=True, exclusive=True, group="fit")
-    def load_model(self, spec: str, preselect: str | None = None) -> None:
-        self.app.call_from_thread(self._status, f"Reading {spec}…")
-        try:
-            self.state.load_model(spec)
-            report = self.state.fit_model(self.ctx)
-        except ActionableError as error:
-            self.app.call_from_thread(self._status, f"⚠ {error.message}\nFix: {error.fix}")
-            return
-        self.app.call_from_thread(self.show_report, report, preselect)
+    def on_rows_ready(self, message: RowsReady) -> None:
+        if message.ctx != self.ctx:
+            return  # computed for a context since changed
+        models = self.query_one("#models", OptionList)
+        for row in message.rows:
+            if row.repo not in self.labels:
+                continue
+            label = Text(self.labels[row.repo] + " ")
+            if row.best_quant is None:
+                label.append("nothing fits", style=VERDICT_STYLES["no"])
+            else:
+                label.append(f"{row.best_quant} ", style="bold")
+                label.append(
+                    "fits" if row.verdict == "fits" else "tight",
+                    style=VERDICT_STYLES.get(row.verdict, ""),
+                )
+            models.replace_option_prompt(row.repo, label)
 
-    @work(thread=True, exclusive=True, group="fit")
-    def refit(self) -> None:
-        try:
-            report = self.state.fit_model(self.ctx)
-        except ActionableError as error:
-            self.app.call_from_thread(self._status, f"⚠ {error.message}\nFix: {error.fix}")
+    def on_fitted(self, message: Fitted) -> None:
+        if message.generation != self.generation:
+            return  # an answer to an older question (another model or context since)
+        if message.report is None:
+            assert message.error is not None
+            self._status(error_text(message.error))
             return
-        chosen = self.state.plan.model.quant if self.state.plan and self.state.plan.model else None
-        self.app.call_from_thread(self.show_report, report, chosen)
+        self.source = message.source
+        self.show_report(message.report, message.quant)
+        self.host.show_notes()
+
+    # -- showing and choosing -------------------------------------------------------------------
 
     def _status(self, text: str) -> None:
         self.query_one("#fit-status", Static).update(text)
 
-    def show_report(self, report: FitReport, preselect: str | None) -> None:
+    def _show_ctx(self) -> None:
+        field = self.query_one("#ctx", Input)
+        with field.prevent(Input.Changed):
+            field.value = str(self.ctx) if self.ctx else ""
+
+    def show_report(self, report: FitReport, quant: str | None) -> None:
+        session = self.session
+        self.report = report
         self.ctx = report.ctx
-        ctx_input = self.query_one("#ctx", Input)
-        with ctx_input.prevent(Input.Changed):
-            ctx_input.value = str(report.ctx)
+        self._show_ctx()
+        index = session.preselect(report, quant)
         table = self.query_one("#quants", DataTable)
         table.clear()
-        for estimate, candidate in zip(report.quants, report.source.candidates, strict=True):
+        narrow = self.app.size.width < 100
+        for row in session.quant_rows(report, index):
+            estimate = row.estimate
             table.add_row(
-                candidate.quant,
+                row.quant + (" *" if row.recommended else ""),
                 human_bytes(estimate.file_bytes),
                 human_bytes(estimate.total_bytes),
                 human_bytes(estimate.free_bytes) if estimate.free_bytes >= 0 else "-",
                 verdict_badge(estimate.verdict),
                 str(estimate.max_ctx or "-"),
-                memory_bar(estimate, width=12 if self.app.size.width < 100 else 24),
-                key=candidate.quant,
+                memory_bar(estimate, width=12 if narrow else 24),
+                key=row.quant,
             )
-        quants = [c.quant for c in report.source.candidates]
-        index = quants.index(preselect) if preselect in quants else self._best_index(report)
-        if index is not None:
-            table.move_cursor(row=index)
-            self._choose(report, index)
-        self._status(
-            f"{report.source.name}: {len(quants)} quant{'s' if len(quants) != 1 else ''} on "
-            f"{human_bytes(report.memory_bytes)} "
-            f"at {report.ctx} tokens" + ("" if not report.notes else f"\n{report.notes[0]}")
+        quants = len(report.quants)
+        status = (
+            f"{report.source.name}: {quants} quant{'s' if quants != 1 else ''} on "
+            f"{human_bytes(report.memory_bytes)} at {report.ctx} tokens (* the best that fits)"
         )
+        if report.notes:
+            status += f"\n{report.notes[0]}"
+        self._status(status)
+        self.choice = None
+        if index is None:
+            current = session.plan.model if session.plan is not None else None
+            quants = [c.quant for c in report.source.candidates]
+            repo = report.source.repo or report.source.spec
+            if (
+                current is not None
+                and (current.repo, current.ctx) == (repo, report.ctx)
+                and current.quant in quants
+            ):  # taken before (confirmed): the cursor shows it, and Next asks again
+                self.choice = current
+                table.move_cursor(row=quants.index(current.quant))
+            kept = f" Still chosen: {_describe(current)}." if current is not None else ""
+            self.query_one("#choice", Static).update(
+                f"No quant of {report.source.name} fits at {report.ctx} tokens.{kept}"
+            )
+            return
+        table.move_cursor(row=index)
+        self._choose(index)
 
-    @staticmethod
-    def _best_index(report: FitReport) -> int | None:
-        for wanted in ("fits", "tight"):
-            matching = [i for i, e in enumerate(report.quants) if e.verdict == wanted]
-            if matching:
-                return max(matching, key=lambda i: report.quants[i].file_bytes)
-        return None
-
-    def _choose(self, report: FitReport, index: int) -> None:
-        choice = choice_from_report(report, index)
-        self.state.choose_model(choice)
-        badge = {"fits": "fits", "tight": "fits, tightly", "no": "does NOT fit"}[choice.verdict]
-        self.query_one("#choice", Static).update(
-            f"Chosen: {choice.name} {choice.quant} at {choice.ctx} tokens: {badge} "
-            f"({human_bytes(choice.total_bytes)} of {human_bytes(choice.memory_bytes)})"
-        )
+    def _choose(self, index: int) -> None:
+        """The quant at `index` is highlighted: take it when it fits; one that does not is
+        taken only when confirmed (on Next)."""
+        if self.report is None or not 0 <= index < len(self.report.quants):
+            return
+        choice = self.session.choice_at(self.report, index)
+        self.choice = choice
+        if choice.verdict == "no":
+            self.query_one("#choice", Static).update(
+                f"Highlighted: {_describe(choice)}. ctrl+n asks before taking it."
+            )
+            return
+        self.session.accept_model(choice)
+        self.query_one("#choice", Static).update(f"Chosen: {_describe(choice)}")
 
     @on(DataTable.RowHighlighted, "#quants")
     def quant_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        report = self.state.fit
-        if report is not None and event.cursor_row < len(report.quants):
-            self._choose(report, event.cursor_row)
+        # The table's cursor now, not the event's row: filling the table posts older rows.
+        row = event.data_table.cursor_row
+        if self.choice is not None and self.report is not None:
+            quants = [c.quant for c in self.report.source.candidates]
+            if 0 <= row < len(quants) and quants[row] == self.choice.quant:
+                return
+        self._choose(row)
 
     @on(OptionList.OptionSelected, "#models")
     def model_selected(self, event: OptionList.OptionSelected) -> None:
@@ -174,25 +309,72 @@ class ModelScreen(WizardStep):
         if event.value.strip():
             self.load_model(event.value.strip())
 
+    # -- the context ----------------------------------------------------------------------------
+
     @on(Input.Submitted, "#ctx")
     def ctx_submitted(self, event: Input.Submitted) -> None:
         try:
-            value = int(event.value)
-        except ValueError:
-            self.notify("The context is a number of tokens, such as 32768.", severity="warning")
+            ctx = check_ctx(event.value)
+        except InvalidValue as error:
+            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
             return
-        self._set_ctx(value)
+        self._set_ctx(ctx)
+
+    @on(Input.Blurred, "#ctx")
+    def ctx_left(self) -> None:
+        self._show_ctx()  # keys typed without Enter are not applied: show what is
 
     def action_context(self, factor: float) -> None:
-        self._set_ctx(int((self.ctx or 32768) * factor))
+        if self.ctx is None:
+            return
+        self._set_ctx(max(MIN_CTX, min(MAX_CTX, int(self.ctx * factor))))
 
-    def _set_ctx(self, value: int) -> None:
-        self.ctx = max(MIN_CTX, min(MAX_CTX, value))
-        if self.state.model_source is not None:
-            self.refit()
+    def _set_ctx(self, ctx: int) -> None:
+        if ctx == self.ctx and self.report is not None and self.report.ctx == ctx:
+            self._show_ctx()
+            return
+        self.ctx = ctx
+        self._show_ctx()
+        self.refit()
+        self.compute_rows(ctx)
 
-    def can_leave(self) -> str | None:
-        plan = self.state.plan
-        if plan is None or plan.model is None:
-            return "Choose a model and quant first."
-        return None
+    # -- leaving --------------------------------------------------------------------------------
+
+    def leave(self, go_on: Callable[[], None]) -> None:
+        session = self.session
+        plan = session.plan
+        if plan is None:
+            self.notify("There is no plan yet: go back to the Build step.", severity="warning")
+            return
+        choice = self.choice or plan.model
+        if choice is None:
+            self.notify("Choose a model and quant first.", severity="warning")
+            return
+        try:
+            session.accept_model(choice)
+        except DoesNotFit as error:
+            from llama_wizard.screens.dialogs import ConfirmScreen
+
+            def answered(confirmed: bool | None) -> None:
+                if confirmed:
+                    session.accept_model(choice, confirmed=True)
+                    go_on()
+
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"**{choice.name} {choice.quant} does NOT fit.**\n\n{error.message}\n\n"
+                    f"{error.fix}",
+                    yes="Use it anyway",
+                    no="Choose again",
+                ),
+                answered,
+            )
+            return
+        go_on()
+
+
+def _describe(choice: ModelChoice) -> str:
+    return (
+        f"{choice.name} {choice.quant} at {choice.ctx} tokens: {describe_choice(choice)} "
+        f"({human_bytes(choice.total_bytes)} of {human_bytes(choice.memory_bytes)})"
+    )

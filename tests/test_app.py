@@ -8,17 +8,13 @@ import shutil
 import pytest
 from textual.widgets import SelectionList, Static
 
-from llama_wizard.detect.sysroot import SystemRoot
-from llama_wizard.tui.app import WizardApp
-from llama_wizard.tui.machine import Machine
 from tests.helpers import wizard_executable
 from tests.terminal import Terminal
-from tests.wizard_helpers import settle
+from tests.wizard_helpers import make_app, settle
 
 
-async def test_hardware_screen_lists_the_simulated_gpus(simulated) -> None:
-    box = simulated("2x-mi50")
-    app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="2x-mi50"), timeout=5)
+async def test_hardware_screen_lists_the_simulated_gpus(tmp_path) -> None:
+    app = make_app(tmp_path, "2x-mi50")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         selection = app.screen.query_one("#gpus", SelectionList)
@@ -29,9 +25,9 @@ async def test_hardware_screen_lists_the_simulated_gpus(simulated) -> None:
     assert app.return_code == 0
 
 
-async def test_no_gpu_machine_says_cpu(simulated) -> None:
-    box = simulated({"name": "empty", "cpu": {"model": "Test CPU"}, "memory": {"total_kib": 1}})
-    app = WizardApp(Machine(SystemRoot(box.root), box.env()), timeout=5)
+async def test_no_gpu_machine_says_cpu(tmp_path) -> None:
+    profile = {"name": "empty", "cpu": {"model": "Test CPU"}, "memory": {"total_kib": 1}}
+    app = make_app(tmp_path, profile, simulated=False)
     async with app.run_test() as pilot:
         await settle(pilot)
         assert "No GPU" in str(app.screen.query_one("#status", Static).content)
@@ -39,9 +35,8 @@ async def test_no_gpu_machine_says_cpu(simulated) -> None:
     assert app.return_code == 0
 
 
-async def test_warnings_show_their_fix(simulated) -> None:
-    box = simulated("nvidia-nouveau")
-    app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="nvidia-nouveau"))
+async def test_warnings_show_their_fix(tmp_path) -> None:
+    app = make_app(tmp_path, "nvidia-nouveau", timeout=10)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         shown = str(app.screen.query_one("#warnings", Static).content)
@@ -60,3 +55,18 @@ def test_real_terminal_start_and_quit() -> None:
         assert terminal.wait_closed(), "the wizard did not quit on q"
     finally:
         terminal.close()
+
+
+def test_the_screens_do_not_import_the_app() -> None:
+    """screens/ is typed against screens.base.WizardHost: no import of tui.app (no cycle)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "import llama_wizard.screens as screens\n"
+        "for module in pkgutil.iter_modules(screens.__path__):\n"
+        "    importlib.import_module(f'llama_wizard.screens.{module.name}')\n"
+        "assert 'llama_wizard.tui.app' not in sys.modules, 'a screen imported tui.app'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -21,11 +22,9 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="scripts/te
 def test_simulated_mi50s_through_build_and_launch(tmp_path: Path) -> None:
     flake = fresh_builds(fixture_flake(tmp_path / "flake"))
     env = dict(os.environ)
-    config = Path(env["XDG_CONFIG_HOME"]) / "llama-wizard"
-    config.mkdir(parents=True, exist_ok=True)
-    settings = {"flake": flake, "model": "Qwen/Qwen3-0.6B-GGUF"}
-    (config / "settings.json").write_text(json.dumps(settings))
-    terminal = Terminal([wizard_executable(), "--simulate", "2x-mi50"], env)
+    argv = [wizard_executable(), "--simulate", "2x-mi50", "--flake", flake,
+            "--model", "Qwen/Qwen3-0.6B-GGUF"]  # fmt: skip
+    terminal = Terminal(argv, env)
     try:
         screen = terminal.wait_for("2 GPUs found")
         assert "SIMULATED" in screen and "gfx906" in screen
@@ -71,3 +70,26 @@ def test_no_color_terminal_gets_greys_only(tmp_path: Path) -> None:
         terminal.keys("q")
     finally:
         terminal.close()
+
+
+def test_wrong_typed_settings_are_a_note_and_quitting_exits_0(tmp_path: Path) -> None:
+    """Issue 9 (3): a settings field of the wrong type is dropped with a note on screen; no
+    traceback, and quitting exits 0 (the status is written by the shell the wizard ran in)."""
+    env = dict(os.environ)
+    config = Path(env["XDG_CONFIG_HOME"]) / "llama-wizard"
+    config.mkdir(parents=True, exist_ok=True)
+    bad = {"label": "simulated 2x-mi50", "ctx": "big", "gpus": "abc", "flake": 5}
+    document = {"version": 2, "machines": {"simulated:2x-mi50": bad}}
+    (config / "settings.json").write_text(json.dumps(document))
+    status = tmp_path / "status"
+    wizard = shlex.join([wizard_executable(), "--simulate", "2x-mi50"])
+    terminal = Terminal(["sh", "-c", f"{wizard}; echo $? > {shlex.quote(str(status))}"], env)
+    try:
+        screen = terminal.wait_for("2 GPUs found")
+        screen = terminal.wait_for("dropped")
+        assert "Traceback" not in screen
+        terminal.keys("q")
+        assert terminal.wait_closed(), "the wizard did not quit"
+    finally:
+        terminal.close()
+    assert status.read_text().strip() == "0"

@@ -6,6 +6,7 @@ Update after an intended change with `pytest tests/test_snapshots.py --snapshot-
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,14 +28,18 @@ def fixed_dirs(monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
         monkeypatch.setenv(name, str(FIXED / name.lower()))
     monkeypatch.setenv("HOME", str(FIXED / "home"))
-    fixture_flake(FIXED / "flake")
+    flake = Path(fixture_flake(FIXED / "flake"))
+    # The flake's identity is on screen (in result link names), and Nix's URL for a path flake
+    # carries its newest modification time: hold that still too.
+    for path in [*flake.iterdir(), flake]:
+        os.utime(path, (1_700_000_000, 1_700_000_000))
     return FIXED
 
 
 def _prebuild(app) -> None:
     """Build the plan's output first, so the build-run step shows "already built" (a build in
     progress shows elapsed times, which no snapshot can hold still)."""
-    build = app.state.plan.build
+    build = app.session.plan.build
     subprocess.run(build.build_argv, check=True, capture_output=True)
 
 

@@ -10,21 +10,21 @@ from textual.widgets import Log, SelectionList, Static
 from llama_wizard.nix.build import find_build, read_record, request_cancel, wait_finished
 from llama_wizard.screens.build import BuildView
 from llama_wizard.tui.plan import state_dir
-from llama_wizard.tui.settings import Settings
 from tests.nix_fixtures import fixture_flake, fresh_variant
-from tests.wizard_helpers import make_app, next_step, settle, wait_for
+from tests.wizard_helpers import make_app, next_step, saved_choices, settle, wait_for
 
 
 async def run_whole_flow(tmp_path: Path, profile: str) -> tuple[list[str], list[str]]:
     app = make_app(tmp_path, profile, model="Qwen/Qwen3-0.6B-GGUF")
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        assert app.step == "hardware" and app.state.inventory is not None
+        assert app.step == "hardware" and app.session.inventory is not None
         await next_step(pilot)
-        assert app.step == "build" and app.state.plan is not None
+        assert app.step == "build" and app.session.plan is not None
         await next_step(pilot)
         assert app.step == "model"
-        assert app.state.plan.model is not None and app.state.plan.model.repo.startswith("Qwen/")
+        model = app.session.plan.model
+        assert model is not None and model.repo.startswith("Qwen/")
         await next_step(pilot)
         assert app.step == "build-run"
         await wait_for(lambda: bool(app.screen.query(BuildView))
@@ -34,7 +34,7 @@ async def run_whole_flow(tmp_path: Path, profile: str) -> tuple[list[str], list[
         assert app.step == "launch"
         await pilot.press("ctrl+r")
         await wait_for(lambda: app.launched is not None and app.launched.finished
-                       and not app.state.launch_running)  # fmt: skip
+                       and not app.launch_running)  # fmt: skip
         await pilot.pause()
         output = list(app.screen.query_one("#launch-output", Log).lines)
         speed = str(app.screen.query_one("#speed", Static).content)
@@ -50,7 +50,7 @@ async def run_whole_flow(tmp_path: Path, profile: str) -> tuple[list[str], list[
         await pilot.press("ctrl+s")
         assert save.is_file() and commands[0].text in save.read_text()
         await pilot.press("q")
-    saved = Settings.load()
+    saved = saved_choices(f"simulated:{profile}")
     assert saved.model == "Qwen/Qwen3-0.6B-GGUF" and saved.quant == "Q8_0"
     return output, titles
 
@@ -81,8 +81,8 @@ async def test_choosing_gpus_changes_the_plan(tmp_path: Path) -> None:
         selection.deselect(1)
         await pilot.pause()
         await next_step(pilot)
-        assert app.state.plan.build.gpus == [0]
-        assert app.state.plan.build.env["ROCR_VISIBLE_DEVICES"] == "GPU-4f0a78a172e620fc"
+        assert app.session.plan.build.gpus == [0]
+        assert app.session.plan.build.env["ROCR_VISIBLE_DEVICES"] == "GPU-4f0a78a172e620fc"
         await pilot.press("escape")
         await settle(pilot)
         assert app.step == "hardware"
@@ -92,7 +92,7 @@ async def test_choosing_gpus_changes_the_plan(tmp_path: Path) -> None:
         assert app.screen.__class__.__name__ == "HelpScreen"
         await pilot.press("escape")
         await pilot.press("q")
-    assert Settings.load().gpus == [0]
+    assert saved_choices("simulated:2x-mi50").gpus == [0]
 
 
 async def test_quitting_during_a_build_asks_and_leaves_it_running(tmp_path: Path) -> None:
@@ -102,13 +102,13 @@ async def test_quitting_during_a_build_asks_and_leaves_it_running(tmp_path: Path
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot)
             await next_step(pilot)
-            assert app.state.plan.build.output == "slow"
-            assert "chosen by hand" in app.state.plan.build.reasons[0]
+            assert app.session.plan.build.output == "slow"
+            assert "chosen by hand" in app.session.plan.build.reasons[0]
             await next_step(pilot)
-            assert app.step == "model" and app.state.plan.model is not None  # fits in RAM
+            assert app.step == "model" and app.session.plan.model is not None  # fits in RAM
             await next_step(pilot)
             assert app.step == "build-run"
-            await wait_for(lambda: app.state.build_running)
+            await wait_for(lambda: app.build_running)
             await pilot.press("q")
             await pilot.pause()
             assert app.screen.__class__.__name__ == "ConfirmScreen"
@@ -118,10 +118,11 @@ async def test_quitting_during_a_build_asks_and_leaves_it_running(tmp_path: Path
             await pilot.press("q")
             await pilot.pause()
             await pilot.press("y")
-        record = find_build(state_dir(), "slow")
+        record = find_build(state_dir(), app.session.plan.build.build_name)
         assert record is not None and read_record(record).status == "running"
     finally:
-        record = find_build(state_dir(), "slow")
+        plan = app.session.plan
+        record = find_build(state_dir(), plan.build.build_name) if plan is not None else None
         if record is not None:
             request_cancel(record)
             assert wait_finished(record, timeout=30).finished
@@ -132,28 +133,21 @@ async def test_choosing_another_output_replans_and_says_what_it_costs(tmp_path: 
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await next_step(pilot)
-        assert app.state.plan.build.output == "rocm-gfx906"
+        assert app.session.plan.build.output == "rocm-gfx906"
         select = app.screen.query_one("#output-choice")
         select.focus()
         select.value = "rocm"
         await pilot.pause()
         await settle(pilot)
-        build = app.state.plan.build
+        build = app.session.plan.build
         assert build.output == "rocm" and build.recommended_output == "rocm-gfx906"
         assert any("architectures" in cost for cost in build.costs)
         await pilot.press("q")
-    assert Settings.load().output == "rocm"
+    assert saved_choices("simulated:2x-mi50").output == "rocm"
 
 
 async def test_hardware_fills_in_before_a_slow_tool_answers(tmp_path: Path) -> None:
-    from llama_wizard.detect.simulate import materialize
-    from llama_wizard.detect.sysroot import SystemRoot
-    from llama_wizard.tui.app import WizardApp
-    from llama_wizard.tui.machine import Machine
-
-    box = materialize("rocminfo-hangs", tmp_path / "box")
-    app = WizardApp(Machine(SystemRoot(box.root), box.env(), simulated="rocminfo-hangs"),
-                    timeout=3, settings=Settings())  # fmt: skip
+    app = make_app(tmp_path, "rocminfo-hangs", timeout=3)
     async with app.run_test(size=(100, 30)) as pilot:
 
         def listed() -> int:
@@ -162,10 +156,10 @@ async def test_hardware_fills_in_before_a_slow_tool_answers(tmp_path: Path) -> N
 
         await wait_for(lambda: listed() == 2, timeout=2.5)
         status = str(app.screen.query_one("#status", Static).content)
-        assert "rocminfo …" in status and app.state.inventory is None  # still waiting on it
+        assert "rocminfo …" in status and app.session.inventory is None  # still waiting on it
         await settle(pilot)
-        assert app.state.inventory is not None
-        assert [w.code for w in app.state.inventory.warnings] == ["tool_timeout"]
+        assert app.session.inventory is not None
+        assert [w.code for w in app.session.inventory.warnings] == ["tool_timeout"]
         await pilot.press("q")
 
 
@@ -220,7 +214,7 @@ async def test_a_gguf_already_in_llama_cpp_s_cache_can_be_chosen(
         models.highlighted = index
         models.action_select()
         await settle(pilot)
-        model = app.state.plan.model
+        model = app.session.plan.model
         assert model.repo == str(path) and model.quant == "Q8_0"
         assert model.source_args() == ["-m", str(path)]
         await pilot.press("q")

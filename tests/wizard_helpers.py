@@ -12,15 +12,51 @@ from llama_wizard.detect.simulate import materialize
 from llama_wizard.detect.sysroot import SystemRoot
 from llama_wizard.tui.app import WizardApp
 from llama_wizard.tui.machine import Machine
-from llama_wizard.tui.settings import Settings
+from llama_wizard.tui.session import Overrides, WizardSession
+from llama_wizard.tui.settings import Choices, SettingsStore
 from tests.nix_fixtures import fixture_flake
 
 
-def make_app(directory: Path, profile: str, **settings: object) -> WizardApp:
-    flake = settings.pop("flake", None) or fixture_flake(directory / "flake")
+def make_app(
+    directory: Path,
+    profile: str | dict,
+    *,
+    simulated: bool = True,
+    timeout: float = 5,
+    **named: object,
+) -> WizardApp:
+    """The wizard on a simulated machine (or, simulated=False, as if it were the real one),
+    with the saved settings file (the test's XDG config) and `named` as if given on the command
+    line: flake (default the fixture flake; "" names none), output, gpus, model, quant, ctx."""
+    flake = named.pop("flake", None)
+    if flake is None:
+        flake = str(fixture_flake(directory / "flake"))
     box = materialize(profile, directory / "machine")
-    machine = Machine(SystemRoot(box.root), box.env(), simulated=profile)
-    return WizardApp(machine, timeout=5, settings=Settings(flake=str(flake), **settings))
+    name = profile if isinstance(profile, str) else profile.get("name", "custom")
+    machine = Machine(SystemRoot(box.root), box.env(), simulated=name if simulated else None)
+    overrides = Overrides(flake=str(flake) if flake else None, **named)  # type: ignore[arg-type]
+    session = WizardSession(machine, SettingsStore.load(), overrides, timeout=timeout)
+    return WizardApp(session)
+
+
+def saved_choices(key: str) -> Choices:
+    """What the settings file holds for one machine key ("simulated:2x-mi50", ...)."""
+    store = SettingsStore.load()
+    assert key in store.machines, f"nothing saved for {key}: {sorted(store.machines)}"
+    return store.choices_for(key, key, simulated=key.startswith("simulated:"))
+
+
+def record_notifications(app: WizardApp) -> list[str]:
+    """Every notification the app shows from now on (tests run with toasts hidden)."""
+    shown: list[str] = []
+    notify = app.notify
+
+    def recording(message: str, *args: object, **kwargs: object) -> None:
+        shown.append(str(message))
+        notify(message, *args, **kwargs)  # type: ignore[arg-type]
+
+    app.notify = recording  # type: ignore[method-assign]
+    return shown
 
 
 async def settle(pilot: Pilot, timeout: float = 60) -> None:
@@ -29,12 +65,15 @@ async def settle(pilot: Pilot, timeout: float = 60) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     await pilot.pause()  # detection starts after the first paint
-    while app.state.inventory is None or any(
-        w.is_running or w.state.name == "PENDING" for w in app.workers if w.group != "build-follow"
+    while app.session.inventory is None or any(
+        w.is_running or w.state.name == "PENDING"
+        for w in app.workers
+        if w.group not in ("build-follow", "launch")
     ):
         assert loop.time() < deadline, "workers never finished"
         await asyncio.sleep(0.02)
     await pilot.pause()
+    await pilot.pause()  # the messages the workers posted last
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:

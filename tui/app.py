@@ -1,20 +1,26 @@
-"""The Textual application: the full-screen wizard, one screen per step (screens/)."""
+"""The Textual application: the full-screen face of the wizard, one screen per step (screens/).
+
+The app holds the WizardSession (tui/session.py), which owns every rule of the flow; the screens
+only ask and show. Workers compute and post messages; the handlers, on the UI thread, change the
+session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from llama_wizard.tui.machine import Machine, open_machine
-from llama_wizard.tui.settings import Settings, reset_settings
-from llama_wizard.tui.state import WizardState
+from llama_wizard.tui.session import Overrides, WizardSession
+from llama_wizard.tui.steps import STEP_KEYS, STEP_TITLES, STEPS
 
-STEP_ORDER = ("hardware", "build", "model", "build-run", "launch", "done")
+if TYPE_CHECKING:
+    from llama_wizard.nix.build import BuildRecord
+    from llama_wizard.tui.launch import LaunchedProcess
 
 
 def _screen_for(step: str) -> Screen[None]:
@@ -45,6 +51,8 @@ def _screen_for(step: str) -> Screen[None]:
 
 
 class WizardApp(App[int]):
+    """The full-screen wizard over a WizardSession (screens.base.WizardHost)."""
+
     CSS_PATH = "app.tcss"
     TITLE = "llama-wizard"
     # Screens lay themselves out differently below 100 columns (the 80x24 SSH terminal).
@@ -53,28 +61,38 @@ class WizardApp(App[int]):
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(
-        self, machine: Machine, timeout: float = 10.0, settings: Settings | None = None
-    ) -> None:
+    def __init__(self, session: WizardSession) -> None:
         super().__init__()
-        self.state = WizardState(
-            machine=machine, timeout=timeout, settings=settings or Settings.load()
-        )
-        self.step = "hardware"
-        self.launched = None  # the running llama.cpp process, stopped before quitting
-        self.running: list = []  # builds found running at start
+        self.session = session
+        self.step = STEP_KEYS[0]
+        self.launched: LaunchedProcess | None = None
+        self.build_running = False
+        self.launch_running = False
+        self.running: list[BuildRecord] = []  # builds found running at start
 
     def get_default_screen(self) -> Screen:
         # The first step is the default screen itself: no blank screen to draw first.
         return _screen_for(self.step)
 
     def on_mount(self) -> None:
-        if self.state.simulated:
-            self.sub_title = f"SIMULATED: {self.state.simulated}"
-        for note in self.state.settings.notes:
-            self.notify(note, severity="warning", timeout=10)
+        if self.session.simulated:
+            self.sub_title = f"SIMULATED: {self.session.simulated}"
+        self.show_notes()  # what loading the settings file had to say
         # Not urgent, and it must not compete with the first paint.
         self.set_timer(0.5, self.look_for_running_builds)
+
+    # -- what the session says ------------------------------------------------------------------
+
+    def show_notes(self) -> None:
+        for note in self.session.take_notes():
+            self.notify(note, severity="warning", timeout=12, markup=False)
+
+    def save_choices(self) -> None:
+        problem = self.session.save()
+        if problem:
+            self.notify(problem, severity="warning", timeout=12, markup=False)
+
+    # -- builds started before ------------------------------------------------------------------
 
     @work(thread=True, group="running-builds")
     def look_for_running_builds(self) -> None:
@@ -83,21 +101,29 @@ class WizardApp(App[int]):
         from llama_wizard.nix.build import running_builds
         from llama_wizard.tui.plan import state_dir
 
-        self.running = running_builds(state_dir())
-        for record in self.running:
-            self.call_from_thread(
-                self.notify,
+        try:
+            found = running_builds(state_dir())
+        except OSError:
+            return  # an unusable state directory: the build step says so, with the fix
+        if found:
+            self.call_from_thread(self._found_running, found)
+
+    def _found_running(self, records: list[BuildRecord]) -> None:
+        self.running = records
+        for record in records:
+            self.notify(
                 f"A build of {record.output} started {record.started} is still running. "
                 "ctrl+p → “Follow the running build” shows it.",
                 timeout=15,
+                markup=False,
             )
 
-    def follow_running_build(self, record) -> None:
+    def follow_running_build(self, record: BuildRecord) -> None:
         from llama_wizard.screens.build import BuildScreen
 
         self.push_screen(BuildScreen(record, f"Following the build of {record.output}"))
 
-    # -- navigation -------------------------------------------------------------------------
+    # -- navigation -----------------------------------------------------------------------------
 
     def goto(self, step: str) -> None:
         self.step = step
@@ -110,28 +136,27 @@ class WizardApp(App[int]):
         from llama_wizard.screens.base import WizardStep
 
         screen = self.screen
+        step = self.step
         if isinstance(screen, WizardStep):
-            problem = screen.can_leave()
-            if problem:
-                self.notify(problem, severity="warning")
-                return
-        index = STEP_ORDER.index(self.step)
-        if index + 1 < len(STEP_ORDER):
-            self.save_settings()
-            self.goto(STEP_ORDER[index + 1])
+            screen.leave(partial(self._advance, step))
+        else:
+            self._advance(step)
+
+    def _advance(self, step: str) -> None:
+        if step != self.step:
+            return  # answered after the person went elsewhere
+        index = STEP_KEYS.index(step)
+        if index + 1 < len(STEP_KEYS):
+            self.save_choices()
+            self.show_notes()
+            self.goto(STEP_KEYS[index + 1])
 
     def action_previous_step(self) -> None:
-        index = STEP_ORDER.index(self.step)
+        index = STEP_KEYS.index(self.step)
         if index > 0:
-            self.goto(STEP_ORDER[index - 1])
+            self.goto(STEP_KEYS[index - 1])
 
-    def save_settings(self) -> None:
-        try:
-            self.state.settings.save()
-        except OSError as error:
-            self.notify(f"Could not save your choices: {error}", severity="warning")
-
-    # -- help, quit, palette ----------------------------------------------------------------
+    # -- help, quit, palette --------------------------------------------------------------------
 
     def action_help(self) -> None:
         from llama_wizard.screens.dialogs import HelpScreen
@@ -140,7 +165,7 @@ class WizardApp(App[int]):
 
     def action_request_quit(self) -> None:
         busy = []
-        if self.state.build_running:
+        if self.build_running:
             busy.append(
                 "A build is running. It goes on in the background; `llama-wizard build` "
                 "follows it again."
@@ -161,20 +186,18 @@ class WizardApp(App[int]):
     def _quit(self) -> None:
         if self.launched is not None:
             self.launched.stop()
-        self.save_settings()
+        self.save_choices()
         self.exit(0)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        from llama_wizard.screens.base import STEP_TITLES
-
-        for number, step in enumerate(STEP_ORDER, 1):
+        for number, step in enumerate(STEPS, 1):
             yield SystemCommand(
-                f"Go to step {number}: {STEP_TITLES[step]}",
-                f"Jump to the {STEP_TITLES[step]} step",
-                partial(self.goto, step),
+                f"Go to step {number}: {step.title}",
+                f"Jump to the {STEP_TITLES[step.key]} step",
+                partial(self.goto, step.key),
             )
-        for record in getattr(self, "running", []):
+        for record in self.running:
             yield SystemCommand(
                 "Follow the running build",
                 f"Show the build of {record.output} started {record.started}",
@@ -187,22 +210,41 @@ class WizardApp(App[int]):
         )
 
     def _reset_settings(self) -> None:
-        backup = reset_settings()
-        self.state.settings = Settings()
-        self.notify(f"Saved choices forgotten{f' (kept as {backup})' if backup else ''}.")
+        from llama_wizard.tui.settings import reset_settings
+
+        try:
+            backup = reset_settings()
+        except OSError as error:
+            self.notify(
+                f"The saved choices could not be reset: {error.strerror or error}.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self.session.forget_choices()
+        self.notify(
+            f"Saved choices forgotten{f' (kept as {backup})' if backup else ''}; back to the "
+            "recommendations.",
+            markup=False,
+        )
+        self.goto(STEP_KEYS[0])  # every step shows choices that were just forgotten
 
 
 def run_wizard(
     root: str | None = None,
     simulate: str | None = None,
     timeout: float = 10.0,
-    overrides: dict[str, object] | None = None,
+    overrides: Overrides | None = None,
 ) -> int:
-    """The full-screen wizard; `overrides` (from the command line) win over saved choices."""
-    settings = Settings.load()
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            setattr(settings, key, value)
+    """The full-screen wizard; `overrides` (from the command line) win over saved choices.
+    Exit status 0 when the person quits, 1 when the app failed."""
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.settings import SettingsStore
+
     with open_machine(root, simulate) as machine:
-        code = WizardApp(machine, timeout=timeout, settings=settings).run()
+        session = WizardSession(machine, SettingsStore.load(), overrides, timeout=timeout)
+        app = WizardApp(session)
+        code = app.run()
+    if app.return_code:
+        return app.return_code
     return code or 0

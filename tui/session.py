@@ -234,6 +234,9 @@ class WizardSession:
             self.choices = self.store.choices_for(key, label, simulated=bool(inventory.simulated))
             self._notes += self.store.notes
             self.store.notes.clear()
+        self._apply_overrides()
+
+    def _apply_overrides(self) -> None:
         named = self.overrides
         choices = self.choices
         if named.flake is not None:
@@ -615,6 +618,8 @@ class WizardSession:
             self.store.machines.clear()
             self.store.legacy = None
         self.plan = None
+        if self.inventory is not None:
+            self._apply_overrides()  # what the command line named still holds
 
 
 def _repo(report: FitReport) -> str:

@@ -24,16 +24,13 @@ def run(args: argparse.Namespace) -> int:
             ctx=args.ctx,
         )
     from llama_wizard.tui.app import run_wizard
+    from llama_wizard.tui.session import Overrides
 
     return run_wizard(
         root=args.root,
         simulate=args.simulate,
         timeout=args.timeout,
-        overrides={
-            "flake": args.flake,
-            "gpus": args.gpu,
-            "model": args.model,
-            "quant": args.quant,
-            "ctx": args.ctx,
-        },
+        overrides=Overrides(
+            flake=args.flake, gpus=args.gpu, model=args.model, quant=args.quant, ctx=args.ctx
+        ),
     )
