@@ -209,3 +209,12 @@ def test_core_modules_import_neither_textual_nor_questionary() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_llamacpp_is_not_asked_about_a_simulated_machine(flake: str) -> None:
+    from llama_wizard.tui.verify import VerifyError
+
+    with session_on("rtx4090", flake) as session:
+        session.make_plan()
+        with pytest.raises(VerifyError, match="simulated"):
+            session.verify()

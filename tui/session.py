@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from llama_wizard.tui.launch import LaunchSpec
     from llama_wizard.tui.machine import Machine
     from llama_wizard.tui.plan import Plan
+    from llama_wizard.tui.verify import Agreement, FitVerdict
 
 COMMANDS_FILE_NAME = "llama-wizard-commands.sh"
 
@@ -511,6 +512,29 @@ class WizardSession:
         model = self._plan().model
         if model is not None and model.verdict == "no":
             raise DoesNotFit(model)
+
+    def verify(
+        self, choice: ModelChoice | None = None, *, timeout: float = 120.0
+    ) -> tuple[FitVerdict, Agreement]:
+        """llama.cpp's own word on the plan's model (or `choice`): the built output's
+        llama-fit-params, with the launch's environment (worker-safe: it reads only). Raises
+        VerifyError (with a fix) when llama.cpp cannot be asked; the estimate still stands."""
+        from llama_wizard.tui.verify import VerifyError, compare, verify_fit
+
+        if self.simulated:
+            raise VerifyError(
+                "llama.cpp cannot check a simulated machine: it would see this machine's GPUs, "
+                "not the simulated ones.",
+                "Run it without --simulate on the machine itself.",
+            )
+        plan = self._plan()
+        choice = choice or plan.model
+        if choice is None:
+            raise VerifyError(
+                "There is no model to check.", "Choose a model first (--model or the Model step)."
+            )
+        verdict = verify_fit(plan, choice, env=self.machine.env, timeout=timeout)
+        return verdict, compare(choice, verdict)
 
     # --- step 4: the build run -----------------------------------------------------------------
 
