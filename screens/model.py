@@ -59,6 +59,16 @@ class LocalModelsFound(Message):
     paths: list[str]
 
 
+@dataclass
+class Verified(Message):
+    """llama.cpp's own answer (llama-fit-params) for a choice, as a line to show."""
+
+    quant: str
+    ctx: int
+    text: str
+    disagree: bool = False
+
+
 class ModelScreen(WizardStep):
     STEP = "model"
     CSS_PATH = "model.tcss"
@@ -92,6 +102,7 @@ class ModelScreen(WizardStep):
                 yield DataTable(id="quants", cursor_type="row", zebra_stripes=True)
                 yield Static(LEGEND, id="legend")
                 yield Static("", id="choice", markup=False)
+                yield Static("", id="llamacpp-fit", markup=False)
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
@@ -281,6 +292,7 @@ class ModelScreen(WizardStep):
             return
         choice = self.session.choice_at(self.report, index)
         self.choice = choice
+        self.query_one("#llamacpp-fit", Static).update("")
         if choice.verdict == "no":
             self.query_one("#choice", Static).update(
                 f"Highlighted: {_describe(choice)}. ctrl+n asks before taking it."
@@ -288,6 +300,38 @@ class ModelScreen(WizardStep):
             return
         self.session.accept_model(choice)
         self.query_one("#choice", Static).update(f"Chosen: {_describe(choice)}")
+        self.ask_llamacpp(choice)
+
+    @work(thread=True, exclusive=True, group="verify")
+    def ask_llamacpp(self, choice: ModelChoice) -> None:
+        """When this output is built already (a second run), llama.cpp's own fit for the choice
+        beside the estimate; nothing before the build (its llama-fit-params is not there)."""
+        from llama_wizard.tui.verify import VerifyError
+
+        session = self.session
+        if session.simulated:
+            return
+        try:
+            if session.build_status().state != "built":
+                return
+            verdict, agreement = session.verify(choice)
+        except VerifyError as error:
+            self.post_message(
+                Verified(choice.quant, choice.ctx, f"llama.cpp not asked: {error.message}")
+            )
+            return
+        text = verdict.summary()
+        if not agreement.agree:
+            text += f"\nllama.cpp and the estimate disagree: {agreement.explanation}"
+        self.post_message(Verified(choice.quant, choice.ctx, text, not agreement.agree))
+
+    def on_verified(self, message: Verified) -> None:
+        choice = self.choice
+        if choice is None or (choice.quant, choice.ctx) != (message.quant, message.ctx):
+            return  # an answer for a choice no longer highlighted
+        line = self.query_one("#llamacpp-fit", Static)
+        line.update(message.text)
+        line.set_class(message.disagree, "disagree")
 
     @on(DataTable.RowHighlighted, "#quants")
     def quant_highlighted(self, event: DataTable.RowHighlighted) -> None:
