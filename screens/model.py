@@ -292,7 +292,7 @@ class ModelScreen(WizardStep):
             return
         choice = self.session.choice_at(self.report, index)
         self.choice = choice
-        self.query_one("#llamacpp-fit", Static).update("")
+        self.query_one("#llamacpp-fit", Static).display = False
         if choice.verdict == "no":
             self.query_one("#choice", Static).update(
                 f"Highlighted: {_describe(choice)}. ctrl+n asks before taking it."
@@ -332,6 +332,7 @@ class ModelScreen(WizardStep):
         line = self.query_one("#llamacpp-fit", Static)
         line.update(message.text)
         line.set_class(message.disagree, "disagree")
+        line.display = True
 
     @on(DataTable.RowHighlighted, "#quants")
     def quant_highlighted(self, event: DataTable.RowHighlighted) -> None:
