@@ -9,8 +9,64 @@ from typing import Any
 from llama_wizard.detect.model import Gpu, Inventory
 from llama_wizard.models.catalogue import load_catalogue
 from llama_wizard.models.errors import ModelError
-from llama_wizard.models.estimate import DEFAULT_CTX, Device, Estimate, EstimateOptions, estimate
+from llama_wizard.models.estimate import (
+    DEFAULT_CTX,
+    Device,
+    Estimate,
+    EstimateOptions,
+    estimate,
+    flash_attn_enabled,
+    launch_options,
+)
 from llama_wizard.models.source import ModelSource, from_catalogue, resolve_model
+
+# The llama.cpp backend a GPU vendor's build uses (what `-fa auto` does depends on it).
+VENDOR_BACKENDS = {"amd": "rocm", "nvidia": "cuda", "apple": "metal", "intel": "vulkan"}
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """What the launch does that the estimate depends on: flash attention (`-fa`) and, for
+    llama-server, its slots (`-np`)."""
+
+    flash_attn: str = "auto"  # -fa on|off|auto
+    n_parallel: int | None = None  # llama-server -np N; None: llama-completion, one sequence
+    # The build's backend (cpu, cuda, rocm, vulkan, metal): what `-fa auto` turns into. None: not
+    # known (a --vram figure), judged by CUDA's rules.
+    backend: str | None = None
+
+    def options(self, source: ModelSource, base: EstimateOptions | None = None) -> EstimateOptions:
+        """`base` (cache types, ubatch) with this flash attention and these slots."""
+        chosen = launch_options(
+            flash_attn=flash_attn_enabled(self.flash_attn, source.arch, self.backend),
+            n_parallel=self.n_parallel,
+        )
+        if base is None:
+            return chosen
+        return replace(
+            base,
+            flash_attn=chosen.flash_attn,
+            n_seq=chosen.n_seq,
+            kv_unified=chosen.kv_unified,
+            server=chosen.server,
+        )
+
+    def launch_args(self) -> list[str]:
+        """-fa as asked (nothing for auto, llama.cpp's default)."""
+        return [] if self.flash_attn == "auto" else ["-fa", self.flash_attn]
+
+    def server_args(self) -> list[str]:
+        """-np for llama-server only: llama-completion would split its context into N."""
+        return [] if self.n_parallel is None else ["-np", str(self.n_parallel)]
+
+
+def backend_for(gpus: list[Gpu]) -> str | None:
+    """The backend the GPUs' build would use: rocm for AMD, cuda for NVIDIA... (None: mixed or
+    unknown); cpu without a GPU."""
+    if not gpus:
+        return "cpu"
+    backends = {VENDOR_BACKENDS.get(str(g.vendor)) for g in gpus}
+    return backends.pop() if len(backends) == 1 else None
 
 
 def devices_from_gpus(gpus: list[Gpu]) -> list[Device]:
@@ -45,6 +101,7 @@ class FitReport:
     host_memory_bytes: int | None = None
     options: EstimateOptions = field(default_factory=EstimateOptions)
     notes: list[str] = field(default_factory=list)
+    settings: LaunchSettings = field(default_factory=LaunchSettings)
 
     @property
     def memory_bytes(self) -> int:
@@ -64,6 +121,10 @@ class FitReport:
             "cache_type_k": self.options.cache_type_k,
             "cache_type_v": self.options.cache_type_v,
             "n_ubatch": self.options.n_ubatch,
+            "flash_attn": self.settings.flash_attn,
+            "flash_attn_enabled": self.options.flash_attn,
+            "n_parallel": self.settings.n_parallel,
+            "program": "llama-server" if self.options.server else "llama-completion",
             "memory_bytes": self.memory_bytes,
             "memory_free_now_bytes": self.memory_free_now_bytes,
             "host_memory_bytes": self.host_memory_bytes,
@@ -99,7 +160,12 @@ def fit_model(
     ctx: int | None = None,
     options: EstimateOptions | None = None,
     host_memory_bytes: int | None = None,
+    *,
+    settings: LaunchSettings | None = None,
 ) -> FitReport:
+    """Every quant of `source` on `devices` at ctx. With `settings`, flash attention and the
+    server slots are theirs (`-fa auto` resolved for their backend, or the CPU's when every
+    device is host memory); without, `options` say it all."""
     if not devices:
         raise ModelError(
             "There is no GPU memory to fit a model into (no GPU detected or chosen).",
@@ -107,15 +173,38 @@ def fit_model(
         )
     context = default_context(source, ctx)
     opts = options or EstimateOptions()
+    cpu = all(d.host for d in devices)
+    if settings is not None:
+        if settings.backend is None and cpu:
+            settings = replace(settings, backend="cpu")
+        opts = settings.options(source, opts)
     opts = replace(opts, ctx=context)
-    if all(d.host for d in devices):
+    if cpu:
         # The CPU build's memory is the RAM itself: no per-GPU runtime overhead to add.
         opts = replace(opts, overhead_bytes=0)
     estimates = [
         estimate(c.arch, c.layout, c.quant, opts, devices, host_memory_bytes=host_memory_bytes)
         for c in source.candidates
     ]
-    report = FitReport(source, context, devices, estimates, host_memory_bytes, opts)
+    report = FitReport(
+        source,
+        context,
+        devices,
+        estimates,
+        host_memory_bytes,
+        opts,
+        settings=settings or _settings_of(opts),
+    )
+    if opts.server and opts.n_seq > 1 and not opts.kv_unified:
+        report.notes.append(
+            f"llama-server -np {opts.n_seq}: each of the {opts.n_seq} slots gets "
+            f"{opts.n_ctx_seq} tokens of its own KV cache ({context} in all)."
+        )
+    if not opts.flash_attn and context > 8192:
+        report.notes.append(
+            "Without flash attention the compute buffer holds an f32 score matrix of n_head x "
+            f"context x {opts.n_tokens} values: it grows with the context (-fa on avoids it)."
+        )
     if source.arch.context_length and context > source.arch.context_length:
         report.notes.append(
             f"{context} is beyond the model's training context ({source.arch.context_length}); "
@@ -131,6 +220,12 @@ def fit_model(
                 "them running, even the quants marked as fitting may not load."
             )
     return report
+
+
+def _settings_of(opts: EstimateOptions) -> LaunchSettings:
+    """The launch settings that options given directly stand for."""
+    slots = opts.n_seq if opts.server and not opts.kv_unified else None
+    return LaunchSettings("on" if opts.flash_attn else "off", slots)
 
 
 # --- the recommendation for `plan` ---------------------------------------------------------------
@@ -152,6 +247,11 @@ class ModelChoice:
     n_cpu_moe: int | None = None
     tensor_split: list[int] | None = None
     reasons: list[str] = field(default_factory=list)
+    # -fa as asked (auto: llama.cpp's default) and what the estimate took it to mean.
+    flash_attn: str = "auto"
+    flash_attn_enabled: bool = True
+    # llama-server's slots (-np N) the estimate is for; None: llama-completion.
+    n_parallel: int | None = None
 
     @property
     def hf_arg(self) -> str:
@@ -170,12 +270,18 @@ class ModelChoice:
         return ["-hf", self.hf_arg]
 
     def launch_args(self) -> list[str]:
-        args = [*self.source_args(), "-c", str(self.ctx), "-ngl", "99", *self.flags]
+        args = [*self.source_args(), "-c", str(self.ctx), "-ngl", "99"]
+        args += [*LaunchSettings(self.flash_attn).launch_args(), *self.flags]
         if self.n_cpu_moe:
             args += ["--n-cpu-moe", str(self.n_cpu_moe)]
         if self.tensor_split:
             args += ["-ts", ",".join(str(t) for t in self.tensor_split)]
         return args
+
+    def server_args(self) -> list[str]:
+        """What llama-server (only) takes beside launch_args: `-np N` when the estimate is for N
+        slots (llama-completion would split its context into N sequences)."""
+        return LaunchSettings(n_parallel=self.n_parallel).server_args()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -194,6 +300,10 @@ class ModelChoice:
             "n_cpu_moe": self.n_cpu_moe,
             "tensor_split": self.tensor_split,
             "launch_args": self.launch_args(),
+            "server_args": self.server_args(),
+            "flash_attn": self.flash_attn,
+            "flash_attn_enabled": self.flash_attn_enabled,
+            "n_parallel": self.n_parallel,
             "reasons": self.reasons,
         }
 
@@ -214,6 +324,8 @@ def recommend(
     quant: str | None = None,
     ctx: int | None = None,
     host_memory_bytes: int | None = None,
+    *,
+    settings: LaunchSettings | None = None,
 ) -> ModelChoice | None:
     """The model, quant and context to run on these devices: the named model (any spec
     resolve_model takes), else the first model of the catalogue's `recommended` list with a quant
@@ -236,7 +348,9 @@ def recommend(
     found = None
     for context in contexts:
         for source in sources:
-            report = fit_model(source, devices, context, host_memory_bytes=host_memory_bytes)
+            report = fit_model(
+                source, devices, context, host_memory_bytes=host_memory_bytes, settings=settings
+            )
             best = best_quant_index(report)
             if best is not None:
                 found = (source, report, best)
@@ -274,11 +388,13 @@ def plan_model(
     quant: str | None = None,
     ctx: int | None = None,
     host_memory_bytes: int | None = None,
+    *,
+    settings: LaunchSettings | None = None,
 ) -> ModelPlan:
     """The model, quant and context for these devices. A quant or context that was named but
     does not fit is kept, with its verdict "no", so the person sees it and decides; a quant
     that does not exist raises ModelError listing those that do."""
-    recommendation = recommend(devices, host_memory_bytes=host_memory_bytes)
+    recommendation = recommend(devices, host_memory_bytes=host_memory_bytes, settings=settings)
     if not (model or quant or ctx):
         return ModelPlan(recommendation, recommendation)
     if quant and not model:
@@ -291,13 +407,22 @@ def plan_model(
                 f"Choose one of: {', '.join(known)}; or name a model with --model.",
             )
     choice = recommend(
-        devices, model=model, quant=quant, ctx=ctx, host_memory_bytes=host_memory_bytes
+        devices,
+        model=model,
+        quant=quant,
+        ctx=ctx,
+        host_memory_bytes=host_memory_bytes,
+        settings=settings,
     )
     if choice is None and model and devices:
         # Nothing of it fits: keep what was named (its smallest quant when none was), marked
         # "no", rather than silently running something else.
         report = fit_model(
-            resolve_model(model, quant), devices, ctx, host_memory_bytes=host_memory_bytes
+            resolve_model(model, quant),
+            devices,
+            ctx,
+            host_memory_bytes=host_memory_bytes,
+            settings=settings,
         )
         smallest = min(range(len(report.quants)), key=lambda i: report.quants[i].file_bytes)
         choice = choice_from_report(report, smallest)
@@ -311,6 +436,11 @@ def choice_from_report(
     source = report.source
     candidate = source.candidates[index]
     chosen = report.quants[index]
+    reasons = list(
+        reasons
+        or [f"{candidate.quant} chosen by hand: {chosen.verdict} at a {report.ctx}-token context."]
+    )
+    reasons += estimate_reasons(report)
     return ModelChoice(
         repo=source.repo or source.spec,
         name=source.name,
@@ -325,6 +455,30 @@ def choice_from_report(
         flags=source.flags,
         n_cpu_moe=chosen.n_cpu_moe,
         tensor_split=chosen.tensor_split,
-        reasons=reasons
-        or [f"{candidate.quant} chosen by hand: {chosen.verdict} at a {report.ctx}-token context."],
+        flash_attn=report.settings.flash_attn,
+        flash_attn_enabled=report.options.flash_attn,
+        n_parallel=report.settings.n_parallel,
+        reasons=reasons,
     )
+
+
+def estimate_reasons(report: FitReport) -> list[str]:
+    """What the estimate assumed of the launch, when it is not the default."""
+    settings, opts = report.settings, report.options
+    said = []
+    if not opts.flash_attn:
+        if settings.flash_attn == "off":
+            why = "as asked (-fa off)"
+        else:
+            backend = settings.backend or "GPU"
+            why = f"-fa auto on the {backend} backend has no kernel for this model's head size"
+        said.append(
+            f"Flash attention off, {why}: the compute buffer grows with the context "
+            "(estimated with it)."
+        )
+    if settings.n_parallel is not None:
+        said.append(
+            f"Estimated for llama-server -np {settings.n_parallel}: each slot gets "
+            f"{opts.n_ctx_seq} tokens of its own KV cache."
+        )
+    return said

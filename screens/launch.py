@@ -1,6 +1,12 @@
 """Step 5, launch: run llama-completion with the person's prompt (or llama-server on a host and
 port) with the plan's environment and flags, stream its output, show llama.cpp's own speed
-figures, and stop it cleanly.
+figures (each request's, for the server) and when the server is up, stop it cleanly, and say
+how it ended (tui.launch.describe_exit: a crash with the signal's name and what to try).
+
+The program is started through tui.launch.LaunchedProcess, whose one long-lived launcher
+thread forks it: the worker here lives only as long as one run, and the program's
+parent-death signal (it dies with the wizard, even a `kill -9`ed one) belongs to the thread
+that forked it.
 
 The fields go through the session's checks (session.set_launch) and the command shown is the
 session's (session.launch_spec). A worker starts the program and reads its output; it posts
@@ -9,7 +15,7 @@ what happened, and the handlers here update the app on the UI thread."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -24,7 +30,7 @@ from llama_wizard.screens.base import WizardStep, error_text
 from llama_wizard.tui.validate import PROGRAMS
 
 if TYPE_CHECKING:
-    from llama_wizard.tui.launch import LaunchedProcess, LaunchSpec, Timing
+    from llama_wizard.tui.launch import ExitReport, LaunchedProcess, LaunchSpec, Timing
 
 
 @dataclass
@@ -37,6 +43,7 @@ class Started(Message):
 class Output(Message):
     lines: list[str]
     timing: Timing
+    listening: str | None = None  # llama-server said it is up (on this URL)
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Exited(Message):
     returncode: int | None
     timing: Timing | None = None
     problem: str | None = None  # it could not start
+    report: ExitReport | None = None  # how it ended
 
 
 # Each field, the keyword of session.set_launch it sets.
@@ -62,6 +70,7 @@ class LaunchScreen(WizardStep):
     def __init__(self) -> None:
         super().__init__()
         self.problems: dict[str, str] = {}  # field -> what is wrong with what it holds
+        self.server_up = False  # llama-server has said it is listening (this run)
 
     def compose(self) -> ComposeResult:
         choices = self.session.choices
@@ -181,19 +190,26 @@ class LaunchScreen(WizardStep):
         while not process.finished and not worker.is_cancelled:
             lines = process.lines(timeout=0.1)
             if lines:
-                self.post_message(Output([text for _, text in lines], process.timing))
+                texts = [text for _, text in lines]
+                self.post_message(Output(texts, process.timing_now(), process.listening_url))
         if worker.is_cancelled:
             process.stop()
         lines = process.lines(timeout=0)
-        self.post_message(Output([text for _, text in lines], process.timing))
-        self.post_message(Exited(spec.program, process.returncode, process.timing))
+        self.post_message(Output([text for _, text in lines], process.timing_now()))
+        report = process.exit_report()
+        timing = process.timing_now()
+        self.post_message(Exited(spec.program, process.returncode, timing, report=report))
 
     def on_started(self, message: Started) -> None:
         self.host.launched = message.process
+        self.server_up = False
         self.session.launch_ran = True
         self.query_one("#command", Static).update(f"$ {message.command}")
         if message.process.spec.program == "llama-server":
-            self._say(f"Serving on {self.session.server_url()} — ctrl+s stops it.")
+            self._say(
+                f"Starting llama-server on {self.session.server_url()} (loading the model)… "
+                "ctrl+s stops it."
+            )
         else:
             self._say("Running… ctrl+s stops it.")
 
@@ -201,6 +217,9 @@ class LaunchScreen(WizardStep):
         if message.lines:
             self.query_one("#launch-output", Log).write_lines(message.lines)
         self._speed(message.timing)
+        if message.listening and not self.server_up and self.host.launch_running:
+            self.server_up = True
+            self._say(f"llama-server is up: {self.session.server_url()} — ctrl+s stops it.")
 
     def on_exited(self, message: Exited) -> None:
         self.host.launch_running = False
@@ -209,16 +228,19 @@ class LaunchScreen(WizardStep):
             return
         if message.timing is not None:
             self._speed(message.timing)
-        self._say(f"{message.program} exited with status {message.returncode}.")
+        report = message.report
+        if report is None:
+            self._say(f"{message.program} exited with status {message.returncode}.")
+        elif report.failed:
+            where = " (its last lines are in the log below)" if report.last_lines else ""
+            self._say(f"⚠ {report.message}{where}" + (f"\n{report.fix}" if report.fix else ""))
+        else:
+            self._say(report.message)
 
-    def _speed(self, timing: Any) -> None:
-        speeds = []
-        if timing.prompt_tokens_per_second:
-            speeds.append(f"prompt {timing.prompt_tokens_per_second:.1f} tokens/s")
-        if timing.generation_tokens_per_second:
-            speeds.append(f"generation {timing.generation_tokens_per_second:.1f} tokens/s")
-        if speeds:
-            self.query_one("#speed", Static).update(" · ".join(speeds) + " (llama.cpp's figures)")
+    def _speed(self, timing: Timing) -> None:
+        summary = timing.summary()
+        if summary:
+            self.query_one("#speed", Static).update(summary)
 
     def _say(self, text: str) -> None:
         self.query_one("#launch-status", Static).update(text)

@@ -30,9 +30,9 @@ from llama_wizard.tui.launch import (
     LaunchError,
     LaunchSpec,
     Timing,
+    describe_exit,
     exit_status,
     launch_spec,
-    parse_timing,
     server_url,
 )
 from llama_wizard.tui.machine import Machine
@@ -112,37 +112,79 @@ def script(tmp_path: Path, body: str, name: str = "program") -> str:
 
 
 def test_timing_lines_of_every_kind() -> None:
+    """Timing reads llama.cpp's lines with tui/llamacpp_log.py (the one parser; its recorded real
+    logs are tests/test_llamacpp_log.py's): today's, older ones, the server's."""
     timing = Timing()
-    perf = (
-        "llama_perf_context_print: prompt eval time =      10.00 ms /     6 tokens (    1.67 ms "
-        "per token,   600.00 tokens per second)"
+    assert timing.summary() is None
+    today = (
+        "0.01.726.401 I common_perf_print: prompt eval time =     175.71 ms /    23 tokens (    "
+        "7.64 ms per token,   130.90 tokens per second)"
     )
-    assert parse_timing(perf, timing)
-    assert timing.prompt_tokens_per_second == 600.0 and timing.prompt_tokens == 6
+    assert timing.take(today) is not None
+    assert timing.prompt_tokens_per_second == 130.9 and timing.prompt_tokens == 23
     assert timing.generation_tokens_per_second is None
+    assert timing.summary() == "prompt 130.9 tokens/s (llama.cpp's figures)"
     old = (
         "llama_print_timings:        eval time =    5000.12 ms /   127 runs   (   39.37 ms per "
         "token,    25.40 tokens per second)"
     )
-    assert parse_timing(old, timing)
+    assert timing.take(old) is not None
     assert timing.generation_tokens_per_second == 25.4 and timing.generated_tokens == 127
-    server = (
-        "       eval time =     542.19 ms /    32 tokens (   16.94 ms per token,    59.02 "
-        "tokens per second)"
+    assert timing.summary() == (
+        "prompt 130.9 tokens/s · generation 25.4 tokens/s (llama.cpp's figures)"
     )
-    assert parse_timing(server, timing) and timing.generation_tokens_per_second == 59.02
+    slot = (
+        "1.02.003.004 I slot print_timing: id  3 | task 0 |        eval time =     542.19 ms /    "
+        "32 tokens (   16.94 ms per token,    59.02 tokens per second)"
+    )
+    said = timing.take(slot)
+    assert said is not None and (said.slot, said.task) == (3, 0)
+    assert timing.generation_tokens_per_second == 59.02
     empty = (
         "llama_perf_context_print: prompt eval time =       0.00 ms /     0 tokens (     nan ms "
         "per token,      inf tokens per second)"
     )
-    assert parse_timing(empty, timing) and timing.prompt_tokens_per_second is None
+    assert timing.take(empty) is not None and timing.prompt_tokens_per_second is None
     for other in (
-        "llama_perf_context_print:        load time =     123.45 ms",
+        "0.01.726.400 I common_perf_print:        load time =     123.45 ms",
         "llama_perf_context_print:       total time =     170.00 ms /    38 tokens",
         "The capital of France is Paris.",
         "",
     ):
-        assert not parse_timing(other, timing)
+        assert timing.take(other) is None
+    assert timing.copy() == timing and timing.copy() is not timing
+
+
+def test_describe_exit_names_the_signal_and_what_to_try() -> None:
+    log = [f"line {i}" for i in range(30)]
+    crash = describe_exit(-signal.SIGSEGV, log, "llama-server")
+    assert crash.signal == "SIGSEGV" and crash.status == 139 and crash.failed
+    assert crash.message.startswith(
+        "llama-server was ended by SIGSEGV (signal 11, exit status 139)"
+    )
+    assert "-ngl" in crash.fix and "--ctx" in crash.fix and "report it" in crash.fix
+    assert crash.last_lines == tuple(log[-20:])
+    assert crash.to_json() == {"signal": "SIGSEGV", "message": crash.message, "fix": crash.fix}
+    abort = describe_exit(-signal.SIGABRT, log, "llama-completion")
+    assert "GGML_ASSERT" in abort.message and abort.status == 134
+    assert "oom" in describe_exit(-signal.SIGKILL, log).message
+    assert "instruction" in describe_exit(-signal.SIGILL, log).message
+    outside = describe_exit(-signal.SIGTERM, log, "llama-server")
+    assert outside.signal == "SIGTERM" and not outside.failed and outside.fix is None
+    assert "from outside" in outside.message
+    stopped = describe_exit(-signal.SIGTERM, log, "llama-server", stopped=True)
+    assert stopped.message == "llama-server stopped." and not stopped.failed
+    assert describe_exit(130, log, "llama-server", stopped=True).status == 130
+    ok = describe_exit(0, log, "llama-completion")
+    assert (ok.message, ok.fix, ok.signal, ok.failed) == (
+        "llama-completion exited with status 0.",
+        None,
+        None,
+        False,
+    )
+    failed = describe_exit(1, log, "llama-completion")
+    assert failed.failed and failed.signal is None and failed.status == 1 and failed.fix
+    assert failed.last_lines == tuple(log[-20:])
 
 
 def test_shell_command_round_trips_and_keeps_secrets_out() -> None:
@@ -369,7 +411,9 @@ def test_cli_run_on_two_mi50s(flake) -> None:
     assert env_of(lines)["HIP_VISIBLE_DEVICES"] == "<unset>"
     # The program's stderr (llama.cpp's log) stays on stderr; ours too, with the command.
     assert "llama_perf_context_print" in result.stderr and "llama_perf" not in result.stdout
-    assert "prompt: 600.0 tokens/s, generation: 200.0 tokens/s" in result.stderr
+    assert (
+        "prompt 600.0 tokens/s · generation 200.0 tokens/s (llama.cpp's figures)" in result.stderr
+    )
     command = next(line for line in result.stderr.splitlines() if line.startswith("$ "))
     assert shlex.split(command[2:])[-7:] == args[-7:]
     assert "simulated" in result.stderr

@@ -15,8 +15,11 @@ from llama_wizard.models.estimate import (
     Device,
     EstimateOptions,
     compute_bytes,
+    compute_terms,
     estimate,
+    flash_attn_enabled,
     kv_layer_bytes,
+    launch_options,
     place,
     verdict,
 )
@@ -44,6 +47,7 @@ def _arch(n_layer: int, n_head_kv: int, key: int, value: int, **extra: int) -> M
         context_length=extra.pop("context_length", 131072),
         swa_layers=swa_layers_for_pattern(n_layer, pattern) if pattern else [False] * n_layer,
         n_swa=extra.pop("n_swa", 0),
+        n_ff=extra.pop("n_ff", 0),
     )
 
 
@@ -102,6 +106,10 @@ def test_kv_matches_llama_cpp_logs(point: dict) -> None:
 
 @pytest.mark.parametrize("point", CALIBRATION["compute"], ids=lambda p: p["model"])
 def test_compute_buffer_is_within_the_calibrated_band(point: dict) -> None:
+    # GPU logs of other llama.cpp builds. The compute model follows 0c1e570's graph measured on
+    # the CPU build (tests/test_estimate_vs_llamacpp.py): there the end of the graph keeps up to
+    # 2 x (2 n_embd + q) per token beside the logits that these GPU logs do not show, so the
+    # estimate is up to 15 % above them (40 MiB at most) and never more than 5 % below.
     arch = _arch(
         1, 1, 128, 128, n_embd=point["n_embd"], n_head=point["n_head"], n_vocab=point["n_vocab"]
     )
@@ -110,20 +118,75 @@ def test_compute_buffer_is_within_the_calibrated_band(point: dict) -> None:
     )
     predicted = compute_bytes(arch, opts) / MIB
     logged = point["compute_mib"]
-    assert -0.15 <= (predicted - logged) / logged <= 0.05
+    assert -0.05 <= (predicted - logged) / logged <= 0.15
     # What the estimate budgets per device (compute + overhead) covers the logged compute buffer
     # plus the largest "unaccounted" memory llama.cpp's breakdown has shown.
     unaccounted = max(p["unaccounted_mib"] for p in CALIBRATION["unaccounted"])
     assert predicted + DEVICE_OVERHEAD / MIB >= logged + unaccounted
 
 
-def test_exact_compute_points_are_exact() -> None:
-    for point in CALIBRATION["compute"]:
-        if point["model"].startswith(("Qwen3-Coder", "Qwen3-4B", "Llama-3-8B")):
-            arch = _arch(1, 1, 128, 128, n_embd=point["n_embd"], n_vocab=point["n_vocab"])
-            assert compute_bytes(arch, EstimateOptions(ctx=point["ctx"])) / MIB == pytest.approx(
-                point["compute_mib"], abs=0.01
-            )
+def test_the_end_of_the_graph_is_the_logits_of_a_ubatch_or_of_one_token_per_slot() -> None:
+    # Qwen3-0.6B (vocab 151936): llama-completion reserves logits for the 512 tokens of a ubatch
+    # (296.75 MiB, the bulk of its 300-313 MiB compute buffer), llama-server for one token per
+    # slot (its compute buffer was 32.33 MiB at 4096 tokens, 4 slots).
+    arch = _arch(28, 8, 128, 128, n_embd=1024, n_head=16, n_vocab=151936)
+    completion = compute_terms(arch, launch_options(ctx=4096))
+    server = compute_terms(arch, launch_options(ctx=4096, server=True))
+    assert completion.logits == 4 * 512 * 151936
+    assert server.logits == 4 * 4 * 151936
+    assert server.output_buffer == 4 * 4 * 151936  # the logits copied out, one row per slot
+    assert completion.total > 290 * MIB > 40 * MIB > server.total
+
+
+def test_without_flash_attention_the_kq_matrix_grows_with_the_context() -> None:
+    arch = _arch(2, 8, 128, 128, n_embd=1024, n_head=16, n_vocab=1024, n_ff=3072)
+    on = compute_terms(arch, EstimateOptions(ctx=40960, flash_attn=True))
+    off = compute_terms(arch, EstimateOptions(ctx=40960, flash_attn=False))
+    assert on.kq == 0 and on.masks == 2 * 512 * 40960  # one f16 mask
+    assert off.kq == 4 * 512 * 40960 * 16  # n_head x n_kv x n_tokens f32
+    assert off.masks == 4 * 512 * 40960  # the mask is f32 without flash attention
+    # Measured with llama.cpp 0c1e570 (a 2-layer Qwen3-0.6B-shaped model): 62.01 and 1378.01 MiB.
+    assert on.total / MIB == pytest.approx(62.01, abs=1)
+    assert off.total / MIB == pytest.approx(1378.01, abs=1)
+    # -np 4 without a shared cache: each stream has a quarter of the cells, and so does the KQ.
+    split = compute_terms(arch, launch_options(ctx=40960, flash_attn=False, n_parallel=4))
+    assert split.kq == off.kq // 4
+
+
+def test_server_slots_split_or_share_the_kv_cache() -> None:
+    # gpt-oss-shaped: one sliding-window layer (window 128) and one full layer, 2 KV heads of 64.
+    arch = _arch(2, 2, 64, 64, n_swa=128, swa_pattern=2)
+    cell = 2 * 64 * 2 * 2  # K + V, f16, per cell of one layer
+
+    def kv(opts: EstimateOptions) -> list[int]:
+        return [b // cell for b in kv_layer_bytes(arch, opts)]
+
+    # llama-completion: 4096 cells, and pad(128 + 512) = 768 sliding-window cells.
+    assert kv(launch_options(ctx=4096)) == [768, 4096]
+    # llama-server's automatic 4 slots share one cache: the window grows to 4 x 128 + 512.
+    assert kv(launch_options(ctx=4096, server=True)) == [1024, 4096]
+    # -np 2: two streams of pad(8192 / 2) cells, each with its own 768-cell window (llama.cpp
+    # 0c1e570 allocated 4.75 MiB: 4 MiB + 0.75 MiB).
+    assert kv(launch_options(ctx=8192, n_parallel=2)) == [2 * 768, 8192]
+    # -np 3 at 8192: pad(8192 / 3) = 2816 cells per stream, 8448 in all.
+    assert kv(launch_options(ctx=8192, n_parallel=3))[1] == 3 * 2816
+
+
+def test_flash_attention_auto_follows_the_backend() -> None:
+    qwen = _arch(2, 8, 128, 128)
+    odd = _arch(2, 8, 160, 160)  # no CUDA kernel for head size 160
+    for backend in ("cpu", "cuda", "rocm", "vulkan", "metal", None):
+        assert flash_attn_enabled("auto", qwen, backend)
+        assert not flash_attn_enabled("off", qwen, backend)
+        assert flash_attn_enabled("on", odd, backend)
+    assert flash_attn_enabled("auto", odd, "cpu")
+    assert not flash_attn_enabled("auto", odd, "cuda")
+    assert not flash_attn_enabled("auto", odd, "rocm")
+    grok = _arch(2, 8, 128, 128)
+    grok.arch = "grok"
+    assert not flash_attn_enabled("on", grok, "cuda")
+    with pytest.raises(ValueError):
+        flash_attn_enabled("yes", qwen, "cpu")
 
 
 @pytest.mark.parametrize("point", CALIBRATION["model_buffer"], ids=lambda p: p["model"])

@@ -72,7 +72,7 @@ def test_plain_mode_in_a_dumb_terminal_through_to_the_launch(terminal, flake, tm
     screen.send("1\n")
     screen.expect(r"Prompt \[The capital of France is\]: ")
     screen.send("Name a river in Paris:\n")
-    screen.expect(r"speed: prompt 600\.0 tokens/s, generation 200\.0 tokens/s")
+    screen.expect(r"speed: prompt 600\.0 tokens/s · generation 200\.0 tokens/s")
     screen.expect(r"llama-completion exited with status 0\.")
     argv, env = stand_in_report(screen.text)
     assert argv[argv.index("-p") + 1] == "Name a river in Paris:"

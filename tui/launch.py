@@ -1,11 +1,20 @@
-"""Launching llama.cpp from the plan: the command line and environment (`LaunchSpec`), the
-timing lines llama.cpp prints (`Timing`), and the running program (`LaunchedProcess`).
+"""Launching llama.cpp from the plan: the command line and environment (`LaunchSpec`), what
+llama.cpp says as it runs (`Timing`: its speed figures, read by tui/llamacpp_log.py, the one
+parser of its output; readiness with `is_listening`), how it ended (`describe_exit` ->
+`ExitReport`: the words `run`, plain mode and the Launch step all use), and the running program
+(`LaunchedProcess`).
 
 The program runs in its own session (so the terminal's Ctrl-C reaches only the wizard, which
 stops it on purpose), with stdin closed and stdout/stderr read line by line by two threads.
 Stopping it sends SIGINT to its process group (llama.cpp prints its timings and exits), then
 SIGTERM, then SIGKILL after a grace period, and finally kills anything of its group or tree
 that is still there. No shell is involved anywhere: argv lists only.
+
+It dies with the wizard, even one killed with SIGKILL (its own session means no terminal hangup
+reaches it, and it would be re-parented to init and go on serving): on Linux it is started with
+a parent-death signal (prctl PR_SET_PDEATHSIG, SIGTERM). That signal follows the *thread* that
+forked the child, so every program is forked by one launcher thread that lives as long as the
+wizard (`_Spawner`), never by the Textual worker or other short-lived thread that asked for it.
 
 Secrets (HF_TOKEN, API keys) are never part of a printed command: `shell_command()` and
 `display_argv()` leave them out; the process itself inherits them from the base environment
@@ -14,13 +23,16 @@ Secrets (HF_TOKEN, API keys) are never part of a printed command: `shell_command
 
 from __future__ import annotations
 
-import math
+import collections
+import ctypes
+import dataclasses
 import os
 import queue
 import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +42,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from llama_wizard.detect.errors import ActionableError
 from llama_wizard.detect.process import kill_leftovers, stop_process_tree
+from llama_wizard.tui.llamacpp_log import TimingLine, is_listening, parse_timing
 
 if TYPE_CHECKING:
     from llama_wizard.tui.plan import Plan
@@ -284,24 +297,46 @@ def server_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-# --- timing lines ----------------------------------------------------------------------------
-
-# llama_perf_context_print: prompt eval time =   10.00 ms /  6 tokens ( 1.67 ms per token,
-#   600.00 tokens per second)   -- also llama_print_timings: (older builds), and llama-server's
-# per-request lines, which have no prefix.
-_TIMING = re.compile(
-    r"^\s*(?:(?:llama_perf_context_print|llama_print_timings)\s*:\s*)?"
-    r"(?P<what>prompt eval|eval) time\s*=\s*[-+\d.eEinfa()]+\s*ms\s*/\s*(?P<count>\d+)\s*"
-    r"(?:tokens|runs)\s*\(.*?,\s*(?P<rate>[-+\w.()]+)\s*tokens per second\s*\)",
-)
+# --- what llama.cpp says: speeds, readiness, how it ended ----------------------------------------
 
 
 @dataclass
 class Timing:
+    """llama.cpp's own speed figures, the latest of each kind: its timing lines are read by
+    tui/llamacpp_log.py (the one parser, for every version's format); llama-server prints a
+    pair per request, so the figures follow the latest request."""
+
     prompt_tokens_per_second: float | None = None
     generation_tokens_per_second: float | None = None
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
+
+    def take(self, line: str) -> TimingLine | None:
+        """Update from one line of llama.cpp's output; the timing it held, else None. A rate
+        llama.cpp prints as inf or nan (no tokens) is recorded as None."""
+        timing = parse_timing(line)
+        if timing is None:
+            return None
+        if timing.kind == "prompt":
+            self.prompt_tokens_per_second = timing.tokens_per_second
+            self.prompt_tokens = timing.tokens
+        else:
+            self.generation_tokens_per_second = timing.tokens_per_second
+            self.generated_tokens = timing.tokens
+        return timing
+
+    def summary(self) -> str | None:
+        """ "prompt 130.9 tokens/s · generation 20.2 tokens/s (llama.cpp's figures)", as every
+        face shows it; None before llama.cpp has printed a speed."""
+        parts = []
+        if self.prompt_tokens_per_second is not None:
+            parts.append(f"prompt {self.prompt_tokens_per_second:.1f} tokens/s")
+        if self.generation_tokens_per_second is not None:
+            parts.append(f"generation {self.generation_tokens_per_second:.1f} tokens/s")
+        return " · ".join(parts) + " (llama.cpp's figures)" if parts else None
+
+    def copy(self) -> Timing:
+        return dataclasses.replace(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -312,32 +347,177 @@ class Timing:
         }
 
 
-def parse_timing(line: str, timing: Timing) -> bool:
-    """Update timing from one of llama.cpp's prompt-eval / eval timing lines; True if it was
-    one. A rate llama.cpp prints as inf or nan (no tokens) is recorded as None."""
-    match = _TIMING.match(line)
-    if match is None:
-        return False
+# Signals that mean the program itself failed (a crash), with what the name alone does not say.
+_CRASH_SIGNALS = {
+    "SIGSEGV": "it crashed (a segmentation fault)",
+    "SIGBUS": "it crashed (a bus error)",
+    "SIGFPE": "it crashed (an arithmetic error)",
+    "SIGABRT": "it aborted (llama.cpp does on a failed check, GGML_ASSERT, or a failed GPU call)",
+    "SIGTRAP": "it crashed (a trap)",
+    "SIGSYS": "it crashed (a bad system call)",
+}
+TAIL_LINES = 20  # the stderr lines an exit report keeps
+
+
+@dataclass(frozen=True)
+class ExitReport:
+    """How a launched program ended, in the words every face uses (`run`, plain mode, the
+    Launch step): a one-line message, what to try (None when nothing went wrong), the signal's
+    name when a signal ended it, and the last lines of its log (stderr) when it failed."""
+
+    message: str
+    fix: str | None
+    status: int  # as a shell reports it: 128 + N for signal N
+    signal: str | None = None
+    last_lines: tuple[str, ...] = ()
+    failed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"signal": self.signal, "message": self.message, "fix": self.fix}
+
+
+def _signal_name(number: int) -> str:
     try:
-        rate: float | None = float(match["rate"])
+        return signal.Signals(number).name
     except ValueError:
-        rate = None
-    if rate is not None and not math.isfinite(rate):
-        rate = None
-    count = int(match["count"])
-    if match["what"] == "prompt eval":
-        timing.prompt_tokens_per_second, timing.prompt_tokens = rate, count
+        return f"signal {number}"
+
+
+def describe_exit(
+    returncode: int | None,
+    last_lines: Sequence[str] = (),
+    program: str = "llama.cpp",
+    *,
+    stopped: bool = False,
+) -> ExitReport:
+    """What to tell the person when `program` ended with `returncode` (Popen's: negative for a
+    signal). `stopped`: the wizard stopped it on purpose (ctrl+s, Ctrl-C), so whatever signal
+    ended it is no failure. `last_lines`: the end of its log, kept when it failed."""
+    if returncode is None:
+        return ExitReport(f"{program} is still running.", None, 0)
+    status = exit_status(returncode)
+    name = _signal_name(-returncode) if returncode < 0 else None
+    tail = tuple(last_lines)[-TAIL_LINES:]
+    if stopped:
+        return ExitReport(f"{program} stopped.", None, status, name)
+    if returncode == 0:
+        return ExitReport(f"{program} exited with status 0.", None, 0)
+    smaller = (
+        "a smaller context (--ctx) or quant, or fewer layers on the GPU (a lower -ngl: "
+        "`llama-wizard run -- -ngl 20`)"
+    )
+    report = (
+        "report it to llama.cpp (github.com/ggml-org/llama.cpp/issues) with the command and "
+        "these last lines of its log"
+    )
+    if name is None:
+        return ExitReport(
+            f"{program} exited with status {status}: it failed.",
+            "Its last lines say why (a model it cannot load, memory it cannot get, an option "
+            f"it does not know). Try {smaller}; or {report}.",
+            status,
+            None,
+            tail,
+            failed=True,
+        )
+    said = f"{program} was ended by {name} (signal {-returncode}, exit status {status})"
+    if name == "SIGILL":
+        message = f"{said}: it crashed on an instruction this machine's CPU or GPU lacks."
+        fix = f"Choose a build output for this hardware (llama-wizard build OUTPUT), or {report}."
+    elif name in _CRASH_SIGNALS:
+        message = f"{said}: {_CRASH_SIGNALS[name]}."
+        fix = f"Try {smaller}; if it crashes again, {report}."
+    elif name == "SIGKILL":
+        message = (
+            f"{said}: something killed it, most often the kernel when memory runs out "
+            "(`dmesg | grep -i oom` says)."
+        )
+        fix = f"If memory ran out, try {smaller}."
     else:
-        timing.generation_tokens_per_second, timing.generated_tokens = rate, count
-    return True
+        message = f"{said}: it was stopped from outside the wizard."
+        return ExitReport(message, None, status, name)
+    return ExitReport(message, fix, status, name, tail, failed=True)
 
 
 # --- the running program ---------------------------------------------------------------------
 
+# Linux prctl(2): the signal a process gets when the thread that forked it ends.
+PR_SET_PDEATHSIG = 1
+PARENT_DEATH_SIGNAL = signal.SIGTERM  # llama.cpp stops on it as on Ctrl-C
+
+
+def _parent_death_hook() -> Any:
+    """A preexec_fn that makes the child get PARENT_DEATH_SIGNAL when the wizard dies (even by
+    SIGKILL, when no cleanup of ours can run): Linux only; None elsewhere (or without prctl).
+
+    libc is loaded here, before the fork; in the child the hook only calls prctl and getppid.
+    If the wizard died between fork and prctl, the child's parent is already someone else (init
+    or a subreaper): it then ends itself at once."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - every Linux libc has prctl
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
+
+    return hook
+
+
+class _Spawner:
+    """The one thread that starts every launched program.
+
+    The parent-death signal is tied to the *thread* that forked the child, not to the process:
+    a program started from a thread that then ends (a Textual worker, which lives only as long
+    as one launch call) would get the signal at once. So every program is forked by this
+    thread, which is started on first use and lives until the wizard exits: the program then
+    dies with the wizard, and only with it. Callers wait for the Popen (or the OSError)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue[tuple[dict[str, Any], queue.Queue[Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, daemon=True, name="llama-wizard-launcher"
+                )
+                self._thread.start()
+        answer: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._requests.put((kwargs, answer))
+        result = answer.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def _serve(self) -> None:
+        while True:
+            kwargs, answer = self._requests.get()
+            try:
+                answer.put(subprocess.Popen(preexec_fn=_parent_death_hook(), **kwargs))  # noqa: PLW1509
+            except BaseException as error:  # handed to the caller, who raises it
+                answer.put(error)
+
+
+_SPAWNER = _Spawner()
+
 
 class LaunchedProcess:
     """A running llama.cpp program. Output arrives as (stream, line) pairs, stream being
-    "stdout" or "stderr"; `timing` follows llama.cpp's timing lines as they are read."""
+    "stdout" or "stderr". As lines are read, `timing` follows llama.cpp's speed figures,
+    `listening_url` is set once llama-server says it is up, and `last_lines` keeps the end of
+    its log (stderr) for an exit report.
+
+    It dies with the wizard: on Linux it gets SIGTERM when the wizard ends, however it ends
+    (kill -9 included), through a parent-death signal set by the thread that starts every
+    program (see _Spawner)."""
 
     def __init__(self, spec: LaunchSpec, popen: subprocess.Popen[bytes]) -> None:
         self.spec = spec
@@ -345,6 +525,9 @@ class LaunchedProcess:
         self.pid = popen.pid
         self.started_at = time.time()
         self.timing = Timing()
+        self.listening_url: str | None = None
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.stopped_on_purpose = False  # stop() ended it (not the program itself, or a crash)
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
         self._timing_lock = threading.Lock()
         self._stop_lock = threading.Lock()
@@ -360,11 +543,12 @@ class LaunchedProcess:
 
     @classmethod
     def start(cls, spec: LaunchSpec, base_env: Mapping[str, str] | None = None) -> LaunchedProcess:
-        """Start the program in its own session. Raises LaunchError when it cannot start."""
+        """Start the program in its own session, to die with the wizard. Raises LaunchError
+        when it cannot start."""
         environment = spec.environment(os.environ if base_env is None else base_env)
         try:
-            popen = subprocess.Popen(
-                spec.argv(),
+            popen = _SPAWNER.popen(
+                args=spec.argv(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -386,8 +570,25 @@ class LaunchedProcess:
             for raw in iter(pipe.readline, b""):
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
                 with self._timing_lock:
-                    parse_timing(line, self.timing)
+                    self.timing.take(line)
+                    if stream == "stderr":
+                        self.last_lines.append(line)
+                    if self.listening_url is None:
+                        self.listening_url = is_listening(line)
                 self._queue.put((stream, line))
+
+    def timing_now(self) -> Timing:
+        """A copy of the speed figures so far (safe to hand to another thread)."""
+        with self._timing_lock:
+            return self.timing.copy()
+
+    def exit_report(self) -> ExitReport:
+        """How it ended (describe_exit), once it has."""
+        with self._timing_lock:
+            tail = list(self.last_lines)
+        return describe_exit(
+            self.returncode, tail, self.spec.program, stopped=self.stopped_on_purpose
+        )
 
     def _watch(self) -> None:
         """Once the program has exited on its own, give its output a moment to end; whatever
@@ -444,6 +645,8 @@ class LaunchedProcess:
         Waits for it; safe to call again (and after it exited on its own)."""
         with self._stop_lock:
             if not self._stopped:
+                if self._popen.poll() is None:
+                    self.stopped_on_purpose = True
                 stop_process_tree(
                     self._popen,
                     signals=(signal.SIGINT, signal.SIGTERM),

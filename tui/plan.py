@@ -145,8 +145,13 @@ def make_plan(
     quant: str | None = None,
     ctx: int | None = None,
     nix_timeout: float = 600.0,
+    flash_attn: str | None = None,
+    n_parallel: int | None = None,
 ) -> Plan:
-    """Raises NixError (a flake the person named cannot be read), ChoiceError, or ModelError
+    """`flash_attn` (-fa on|off|auto, default auto) and `n_parallel` (llama-server -np N) are
+    what the model's memory estimate assumes; auto is resolved for the build's backend.
+
+    Raises NixError (a flake the person named cannot be read), ChoiceError, or ModelError
     (a model the person named cannot be read)."""
     warnings: list[PlanWarning] = []
     system = nix_system(inventory)
@@ -179,7 +184,11 @@ def make_plan(
     build = recommend(
         inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
     )
-    from llama_wizard.models.choose import devices_for, plan_model  # loads gguf/numpy
+    from llama_wizard.models.choose import (  # loads gguf/numpy
+        LaunchSettings,
+        devices_for,
+        plan_model,
+    )
 
     chosen_gpus = [g for g in inventory.gpus if g.index in build.gpus]
     model_plan = plan_model(
@@ -188,6 +197,7 @@ def make_plan(
         quant=quant,
         ctx=ctx,
         host_memory_bytes=inventory.memory_available_bytes or None,
+        settings=LaunchSettings(flash_attn or "auto", n_parallel, build.backend),
     )
     model_choice = model_plan.choice
     if model_choice is None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from llama_wizard.detect.model import Gpu, Inventory
-    from llama_wizard.models.choose import FitReport, ModelChoice
+    from llama_wizard.models.choose import FitReport, LaunchSettings, ModelChoice
     from llama_wizard.models.estimate import Device, Estimate
     from llama_wizard.models.source import ModelSource
     from llama_wizard.nix.build import BuildStatus
@@ -68,6 +68,9 @@ class Overrides:
     model: str | None = None
     quant: str | None = None
     ctx: int | None = None
+    # What the memory estimate assumes of the launch: -fa on|off|auto and llama-server's -np N.
+    flash_attn: str | None = None
+    n_parallel: int | None = None
 
 
 @dataclass
@@ -334,6 +337,7 @@ class WizardSession:
         output, model, quant, ctx = choices.output, choices.model, choices.quant, choices.ctx
         outcome_dropped: list[str] = []
         notes: list[str] = []
+        settings = self.launch_settings()
         for _attempt in range(4):
             try:
                 plan = make_plan(
@@ -345,6 +349,8 @@ class WizardSession:
                     model=model,
                     quant=quant,
                     ctx=ctx,
+                    flash_attn=settings.flash_attn,
+                    n_parallel=settings.n_parallel,
                 )
             except ChoiceError as error:
                 if output is None or not self._saved("output"):
@@ -406,6 +412,20 @@ class WizardSession:
     def host_memory(self) -> int | None:
         return self._inventory().memory_available_bytes or None
 
+    def launch_settings(self) -> LaunchSettings:
+        """Flash attention and server slots as the command line named them (auto, and
+        llama-completion's one sequence, otherwise), for the planned build's backend."""
+        from llama_wizard.models.choose import LaunchSettings, backend_for
+
+        named = self.overrides
+        flash_attn = validate.check_flash_attn(named.flash_attn or "auto")
+        n_parallel = None if named.n_parallel is None else validate.check_parallel(named.n_parallel)
+        if self.plan is not None:
+            backend: str | None = self.plan.build.backend
+        else:
+            backend = backend_for(self.planned_gpus())
+        return LaunchSettings(flash_attn, n_parallel, backend)
+
     def default_ctx(self) -> int:
         model = self.plan.model if self.plan is not None else None
         return model.ctx if model is not None else (self.choices.ctx or 32768)
@@ -422,7 +442,13 @@ class WizardSession:
 
         if ctx is not None:
             ctx = validate.check_ctx(ctx)
-        return fit_model(source, self.devices(), ctx, host_memory_bytes=self.host_memory())
+        return fit_model(
+            source,
+            self.devices(),
+            ctx,
+            host_memory_bytes=self.host_memory(),
+            settings=self.launch_settings(),
+        )
 
     def model_rows(self, ctx: int | None = None) -> list[ModelRow]:
         """The catalogue, each model with its best quant at ctx on the planned memory."""
@@ -485,7 +511,12 @@ class WizardSession:
 
         if ctx is not None:
             ctx = validate.check_ctx(ctx)
-        return recommend(self.devices(), ctx=ctx, host_memory_bytes=self.host_memory())
+        return recommend(
+            self.devices(),
+            ctx=ctx,
+            host_memory_bytes=self.host_memory(),
+            settings=self.launch_settings(),
+        )
 
     def is_recommended(self, choice: ModelChoice) -> bool:
         """Whether a choice is the plan's recommendation (it is then saved as such)."""

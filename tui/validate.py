@@ -20,6 +20,14 @@ _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _QUANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HOST = re.compile(r"^[A-Za-z0-9._:\[\]%-]+$")
 PROGRAMS = ("llama-completion", "llama-server")
+FLASH_ATTN = ("on", "off", "auto")
+# llama.cpp's own spellings of -fa (common/arg.cpp is_truthy / is_falsey / is_autoy).
+_FLASH_ATTN_WORDS = {
+    **dict.fromkeys(("on", "enabled", "true", "1"), "on"),
+    **dict.fromkeys(("off", "disabled", "false", "0"), "off"),
+    **dict.fromkeys(("auto", "-1"), "auto"),
+}
+MAX_PARALLEL = 256  # llama.cpp's LLAMA_MAX_SEQ: n_seq_max must not exceed it
 
 
 class InvalidValue(ActionableError):
@@ -122,6 +130,32 @@ def check_quant(value: Any) -> str:
     if not _QUANT_NAME.match(quant):
         raise InvalidValue(f"{quant!r} is not a quant name.", "Give one such as Q4_K_M or Q8_0.")
     return quant
+
+
+def check_flash_attn(value: Any) -> str:
+    """Flash attention as llama.cpp's `-fa` takes it: on, off or auto (also its other spellings:
+    enabled/true/1, disabled/false/0, -1; and JSON true/false)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    word = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(word, str) and word in _FLASH_ATTN_WORDS:
+        return _FLASH_ATTN_WORDS[word]
+    raise InvalidValue(
+        f"Flash attention is on, off or auto, not {value!r}.",
+        "Give -fa on, -fa off, or -fa auto (llama.cpp's default: on where the backend supports "
+        "it).",
+    )
+
+
+def check_parallel(value: Any) -> int:
+    """llama-server's slots (`-np N`): a whole number from 1 to 256."""
+    count = _whole_number(value, "The number of server slots", "a number such as 1 or 4")
+    if not 1 <= count <= MAX_PARALLEL:
+        raise InvalidValue(
+            f"The number of server slots must be between 1 and {MAX_PARALLEL}, not {count}.",
+            "Give a number such as 1 or 4.",
+        )
+    return count
 
 
 def check_gpus(value: Any) -> list[int]:

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from llama_wizard.tui import __version__
-from llama_wizard.tui.cli.options import add_machine_options, context_size, gpu_list, quant_name
+from llama_wizard.tui.cli.options import (
+    add_estimate_options,
+    add_machine_options,
+    context_size,
+    gpu_list,
+    quant_name,
+)
 
 EXIT_USAGE = 2
 # Each names a module of this package with `add_parser(subparsers)` and `run(args) -> int`.
@@ -94,6 +100,7 @@ def add_wizard_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ctx", type=context_size, metavar="N", help="start from this context size (256 or more)"
     )
+    add_estimate_options(group)
 
 
 def parser_scope(arguments: Sequence[str]) -> tuple[bool, str | None]:

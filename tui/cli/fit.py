@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from llama_wizard.tui.cli.options import context_size, gpu_list, quant_name
+from llama_wizard.tui.cli.options import add_estimate_options, context_size, gpu_list, quant_name
 
 EXIT_USAGE = 2
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -66,6 +66,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="TYPE",
         help="KV cache type for V, as llama.cpp's -ctv (default: f16; quantized V needs -fa on)",
     )
+    add_estimate_options(parser)
     parser.add_argument(
         "--list", action="store_true", help="list the catalogue's models and quants, then exit"
     )
@@ -113,16 +114,23 @@ def _run(args: argparse.Namespace) -> int:
             "shows the catalogue.",
             EXIT_USAGE,
         )
-    from llama_wizard.models.choose import fit_model
+    from llama_wizard.models.choose import LaunchSettings, fit_model
     from llama_wizard.models.estimate import EstimateOptions
     from llama_wizard.models.source import resolve_model
 
-    devices, host_memory, simulated = _devices(args)
+    devices, host_memory, simulated, backend = _devices(args)
     if devices is None:
         return 1
     source = resolve_model(args.model, args.quant)
     options = EstimateOptions(cache_type_k=args.cache_type_k, cache_type_v=args.cache_type_v)
-    report = fit_model(source, devices, args.ctx, options, host_memory)
+    settings = LaunchSettings(args.flash_attn or "auto", args.parallel, backend)
+    if not settings.options(source).flash_attn and args.cache_type_v not in ("f16", "f32", "bf16"):
+        return _fail(
+            f"A quantized V cache ({args.cache_type_v}) needs flash attention, and it is off.",
+            "Use -fa on (or auto), or -ctv f16.",
+            EXIT_USAGE,
+        )
+    report = fit_model(source, devices, args.ctx, options, host_memory, settings=settings)
     if args.json:
         document = report.to_json()
         if simulated:
@@ -133,8 +141,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, str | None]:
-    from llama_wizard.models.choose import devices_from_gpus
+def _devices(
+    args: argparse.Namespace,
+) -> tuple[list[Any] | None, int | None, str | None, str | None]:
+    """(devices, host memory, simulated profile, backend: what -fa auto is judged by)."""
+    from llama_wizard.models.choose import backend_for, devices_from_gpus
     from llama_wizard.models.estimate import Device
     from llama_wizard.models.sizes import parse_size
 
@@ -143,7 +154,8 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
         if not sizes:
             parse_size("")
         names = [f"--vram #{i + 1}" if len(sizes) > 1 else "--vram" for i in range(len(sizes))]
-        return [Device(name, size) for name, size in zip(names, sizes, strict=True)], None, None
+        devices = [Device(name, size) for name, size in zip(names, sizes, strict=True)]
+        return devices, None, None, None
     from llama_wizard.detect.selection import default_gpus
     from llama_wizard.tui.machine import open_machine
 
@@ -160,7 +172,7 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
                 f"There is no GPU {', '.join(map(str, unknown))} here (GPUs: {known}).",
                 "Run `llama-wizard detect` to see the GPU indices.",
             )
-            return None, None, simulated
+            return None, None, simulated, None
         gpus = [by_index[i] for i in args.gpu]
     else:
         gpus, _ = default_gpus(inventory)
@@ -170,8 +182,8 @@ def _devices(args: argparse.Namespace) -> tuple[list[Any] | None, int | None, st
             "No GPU with known memory was detected, so there is nothing to fit a model into.",
             "Check `llama-wizard detect`, or plan for a GPU that is not here with --vram 24GiB.",
         )
-        return None, None, simulated
-    return devices, inventory.memory_available_bytes or None, simulated
+        return None, None, simulated, None
+    return devices, inventory.memory_available_bytes or None, simulated, backend_for(gpus)
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -220,9 +232,18 @@ def _print_report(report: Any, simulated: str | None) -> None:
             style="bold",
         )
     )
+    options, settings = report.options, report.settings
+    flash = "on" if options.flash_attn else "off"
+    if settings.flash_attn == "auto":
+        flash += " (-fa auto)"
+    program = (
+        f"llama-server -np {settings.n_parallel}"
+        if settings.n_parallel is not None
+        else ("llama-server" if options.server else "llama-completion")
+    )
     console.print(
-        f"Context {report.ctx} tokens, KV {report.options.cache_type_k}/"
-        f"{report.options.cache_type_v}, on {devices}"
+        f"Context {report.ctx} tokens, KV {options.cache_type_k}/{options.cache_type_v}, "
+        f"flash attention {flash}, {program}, on {devices}"
         + (f"  [simulated: {simulated}]" if simulated else "")
     )
     from rich import box
@@ -262,7 +283,8 @@ def _print_report(report: Any, simulated: str | None) -> None:
         elif hint:
             console.print(f"{estimate.quant}: split over the GPUs with {hint}")
     console.print(
-        "Other = compute buffers + 576 MiB per GPU for driver and runtime. "
+        "Other = compute buffers + 576 MiB per GPU for driver and runtime (without flash "
+        "attention the compute buffer grows with the context). "
         "tight = fits with under 20 % (or 1 GiB) free.",
         style="dim",
     )

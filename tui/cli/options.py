@@ -24,6 +24,31 @@ quant_name = argparse_type(validate.check_quant)
 tcp_port = argparse_type(validate.check_port)
 token_count = argparse_type(validate.check_n_predict)
 host_address = argparse_type(validate.check_host)
+flash_attn_mode = argparse_type(validate.check_flash_attn)
+server_slots = argparse_type(validate.check_parallel)
+
+
+def add_estimate_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """-fa and -np, as llama.cpp spells them: what the memory estimate assumes."""
+    parser.add_argument(
+        "-fa",
+        "--flash-attn",
+        type=flash_attn_mode,
+        default=None,
+        metavar="on|off|auto",
+        help="flash attention, as llama.cpp's -fa (default: auto, which llama.cpp turns on for "
+        "the CPU, CUDA, ROCm, Metal and Vulkan backends when they support the model's head size); "
+        "off makes the compute buffer grow with the context",
+    )
+    parser.add_argument(
+        "-np",
+        "--parallel",
+        type=server_slots,
+        default=None,
+        metavar="N",
+        help="estimate for llama-server with N slots, as its -np N (each slot gets ctx/N tokens "
+        "of its own KV cache; default: llama-completion, one sequence)",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -50,6 +75,8 @@ def command_session(args: argparse.Namespace) -> Iterator[WizardSession]:
         model=getattr(args, "model", None),
         quant=getattr(args, "quant", None),
         ctx=getattr(args, "ctx", None),
+        flash_attn=getattr(args, "flash_attn", None),
+        n_parallel=getattr(args, "parallel", None),
     )
     with open_machine(args.root, args.simulate) as machine:
         yield WizardSession(machine, None, overrides, timeout=args.timeout)

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from llama_wizard.tui.cli.options import context_size, gpu_list, quant_name
+from llama_wizard.tui.cli.options import add_estimate_options, context_size, gpu_list, quant_name
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
     )
+    add_estimate_options(parser)
     return parser
 
 

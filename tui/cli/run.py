@@ -130,8 +130,13 @@ def run_spec(
     grace: float = 5.0,
 ) -> int:
     """Start the program, stream it to the end, stop it (and its tree) on Ctrl-C, SIGTERM or
-    SIGHUP. Returns the program's exit status (128 + N when a signal N ended it)."""
-    from llama_wizard.tui.launch import LaunchedProcess, Timing, exit_status, parse_timing
+    SIGHUP. Returns the program's exit status (128 + N when a signal N ended it).
+
+    Each of llama.cpp's timing lines gives a `timing` event (llama-server prints them per
+    request); its readiness line a `listening` event and the note "llama-server is up"; the
+    end an `exited` event with how it ended (tui.launch.describe_exit: the signal's name and
+    what to try when it crashed), also written out as text."""
+    from llama_wizard.tui.launch import LaunchedProcess, Timing, is_listening
 
     signals: list[int] = []
 
@@ -162,7 +167,7 @@ def run_spec(
             output.emit("url", url=url)
             output.note(f"llama-server: {url} (Ctrl-C stops it)")
         timing = Timing()
-        stopping = False
+        stopping = listening = False
         while not process.finished:
             if signals and not stopping:
                 stopping = True
@@ -171,32 +176,40 @@ def run_spec(
                 process.stop(grace)
             for stream, line in process.lines(POLL_SECONDS):
                 output.line(stream, line)
-                if parse_timing(line, timing):
-                    output.emit("timing", **timing.to_json())
-                if url and "server is listening on" in line:
-                    output.emit("listening", line=line)
+                said = timing.take(line)
+                if said is not None:
+                    task = {"slot": said.slot, "task": said.task} if said.task is not None else {}
+                    output.emit("timing", kind=said.kind, **timing.to_json(), **task)
+                if url and not listening and is_listening(line):
+                    listening = True
+                    output.emit("listening", url=url, line=line)
                     output.note(f"llama-server is up: {url}")
-        returncode = process.stop(grace)
-        status = exit_status(returncode)
-        output.emit("exited", returncode=returncode, status=status, timing=timing.to_json())
-        if timing.prompt_tokens_per_second or timing.generation_tokens_per_second:
-            output.note(_timing_summary(timing))
-        return status
+        process.stop(grace)
+        report = process.exit_report()
+        output.emit(
+            "exited",
+            returncode=process.returncode,
+            status=report.status,
+            timing=timing.to_json(),
+            **report.to_json(),
+        )
+        summary = timing.summary()
+        if summary:
+            output.note(summary)
+        if report.status != 0 or process.stopped_on_purpose:
+            output.note(report.message)
+            if report.last_lines:
+                output.note("The last lines of its log:")
+                for line in report.last_lines:
+                    output.note(f"  {line}")
+            if report.fix:
+                output.note(report.fix)
+        return report.status
     finally:
         if process is not None:
             process.stop(grace)  # no-op once stopped; also when our own output pipe broke
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _timing_summary(timing: Any) -> str:
-    def rate(value: float | None) -> str:
-        return "?" if value is None else f"{value:.1f} tokens/s"
-
-    return (
-        f"prompt: {rate(timing.prompt_tokens_per_second)}, "
-        f"generation: {rate(timing.generation_tokens_per_second)}"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
             model=args.model,
             quant=args.quant,
             ctx=args.ctx,
+            flash_attn=args.flash_attn,
+            n_parallel=args.parallel,
         )
     from llama_wizard.tui.app import run_wizard
     from llama_wizard.tui.session import Overrides
@@ -31,6 +33,12 @@ def run(args: argparse.Namespace) -> int:
         simulate=args.simulate,
         timeout=args.timeout,
         overrides=Overrides(
-            flake=args.flake, gpus=args.gpu, model=args.model, quant=args.quant, ctx=args.ctx
+            flake=args.flake,
+            gpus=args.gpu,
+            model=args.model,
+            quant=args.quant,
+            ctx=args.ctx,
+            flash_attn=args.flash_attn,
+            n_parallel=args.parallel,
         ),
     )

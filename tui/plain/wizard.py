@@ -41,7 +41,7 @@ from llama_wizard.tui.steps import STEPS, step_number
 if TYPE_CHECKING:
     from llama_wizard.models.choose import FitReport, ModelChoice
     from llama_wizard.models.source import ModelSource
-    from llama_wizard.tui.launch import LaunchedProcess, LaunchSpec
+    from llama_wizard.tui.launch import ExitReport, LaunchedProcess, LaunchSpec
     from llama_wizard.tui.plan import Plan
 
 
@@ -57,10 +57,6 @@ def _gpu_words(indices: Sequence[int]) -> str:
     if not indices:
         return "no GPU (the CPU)"
     return ("GPU " if len(indices) == 1 else "GPUs ") + ", ".join(str(i) for i in indices)
-
-
-def _rate(value: float | None) -> str:
-    return "?" if value is None else f"{value:.1f} tokens/s"
 
 
 def _checked(check: Callable[[Any], Any]) -> Callable[[str], str | None]:
@@ -93,6 +89,7 @@ class PlainWizard:
         self.build_mode = build_mode
         self.spec: LaunchSpec | None = None  # the last program run
         self.process: LaunchedProcess | None = None
+        self.last_exit: ExitReport | None = None  # how the last program run ended
         self.unsaved: str | None = None  # why the choices could not be saved, once they could not
         self._sources: dict[str, ModelSource] = {}
 
@@ -684,10 +681,11 @@ class PlainWizard:
             code = self.launch(program)
             ran = True
             if code != 0 and not self.prompter.interactive:
+                report = self.last_exit
                 raise StepFailed(
-                    f"{program} exited with status {code}.",
-                    "Read its output above; `llama-wizard --plain` lets you change the model, "
-                    "quant or context.",
+                    report.message if report else f"{program} exited with status {code}.",
+                    (report.fix if report and report.fix else "Read its output above.")
+                    + " `llama-wizard --plain` lets you change the model, quant or context.",
                 )
 
     def make_spec(self, program: str) -> LaunchSpec:
@@ -696,7 +694,7 @@ class PlainWizard:
     def launch(self, program: str) -> int:
         """Run the program, its output streamed, until it ends or Ctrl-C stops it. Returns its
         exit status (0 when it was stopped on purpose)."""
-        from llama_wizard.tui.launch import LaunchedProcess, exit_status
+        from llama_wizard.tui.launch import LaunchedProcess
 
         session = self.session
         try:
@@ -719,11 +717,14 @@ class PlainWizard:
             self.say(f"llama-server listens on {session.server_url()}; Ctrl-C stops it.")
         else:
             self.say("Ctrl-C stops it.")
-        stopped = False
+        stopped = up = False
         try:
             while not process.finished:
                 for _stream, line in process.lines(timeout=0.2):
                     self.say(line)
+                if program == "llama-server" and not up and process.listening_url:
+                    up = True
+                    self.say(f"llama-server is up: {session.server_url()} (Ctrl-C stops it)")
         except KeyboardInterrupt:
             stopped = True
             self.say(f"\nstopping {program}… (Ctrl-C again kills it)")
@@ -735,19 +736,19 @@ class PlainWizard:
             process.stop()
             for _stream, line in process.lines(timeout=0):
                 self.say(line)
-        code = exit_status(process.returncode or 0)
-        timing = process.timing
-        rates = (timing.prompt_tokens_per_second, timing.generation_tokens_per_second)
-        if any(rate is not None for rate in rates):
-            self.say(
-                f"speed: prompt {_rate(timing.prompt_tokens_per_second)}, "
-                f"generation {_rate(timing.generation_tokens_per_second)}"
-            )
-        if stopped:
-            self.say(f"{program} stopped.")
-            return 0
-        self.say(f"{program} exited with status {code}.")
-        return code
+        summary = process.timing_now().summary()
+        if summary:
+            self.say(f"speed: {summary}")
+        report = process.exit_report()
+        self.say(report.message)
+        if report.last_lines:
+            self.say("The last lines of its log:")
+            for line in report.last_lines:
+                self.say(f"  {line}")
+        if report.fix:
+            self.say(f"fix: {report.fix}")
+        self.last_exit = report
+        return 0 if stopped else report.status
 
     # --- step 6: done ---
 
@@ -811,6 +812,8 @@ def run_plain(
     model: str | None = None,
     quant: str | None = None,
     ctx: int | None = None,
+    flash_attn: str | None = None,
+    n_parallel: int | None = None,
 ) -> int:
     """`llama-wizard --plain` / `--yes` (and bare `llama-wizard` on a dumb terminal)."""
     from llama_wizard.tui.machine import open_machine
@@ -820,7 +823,15 @@ def run_plain(
     prompter = choose_prompter(yes)
     interactive_tty = isinstance(prompter, QuestionaryPrompter)
     store = SettingsStore.load()
-    overrides = Overrides(flake=flake, gpus=gpus, model=model, quant=quant, ctx=ctx)
+    overrides = Overrides(
+        flake=flake,
+        gpus=gpus,
+        model=model,
+        quant=quant,
+        ctx=ctx,
+        flash_attn=flash_attn,
+        n_parallel=n_parallel,
+    )
     with open_machine(root, simulate) as machine:
         session = WizardSession(machine, store, overrides, timeout=timeout)
         wizard = PlainWizard(session, prompter, build_mode="rich" if interactive_tty else "plain")
