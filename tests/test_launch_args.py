@@ -59,3 +59,42 @@ def test_a_cpu_only_estimate_adds_no_gpu_overhead() -> None:
     assert devices and devices[0].host
     report = fit_model(resolve_model("Qwen/Qwen3-0.6B-GGUF"), devices, 4096)
     assert all(e.overhead_bytes == 0 for e in report.quants)
+
+
+def test_a_tight_fit_lets_llamacpp_place_the_layers_itself(flake: str) -> None:
+    tight = plan("780m-apu", flake)
+    assert tight.model is not None and tight.model.verdict == "tight"
+    args = tight.launch_args()
+    assert "-ngl" not in args and args[args.index("--fit") + 1] == "on"
+    assert "-c" in args  # the chosen context is kept
+    roomy = plan("2x-mi50", flake)
+    assert roomy.model.verdict == "fits"
+    assert "--fit" not in roomy.launch_args() and "-ngl" in roomy.launch_args()
+
+
+def test_server_slots_go_to_llama_server_only(flake: str) -> None:
+    planned = plan("rtx4090", flake, n_parallel=2)
+    server = launch_spec(planned, program="llama-server", check_built=False)
+    completion = launch_spec(planned, program="llama-completion", check_built=False)
+    assert server.args[server.args.index("-np") + 1] == "2"
+    assert "-np" not in completion.args
+
+
+def test_the_done_commands_carry_the_fit_flag_whole(flake: str) -> None:
+    from llama_wizard.tui.commands import commands_for
+
+    tight = plan("780m-apu", flake)
+    spec = launch_spec(tight, check_built=False)
+    texts = "\n".join(c.text for c in commands_for(tight, spec))
+    assert "--fit on" in texts
+
+
+def test_the_nixos_service_leaves_the_layers_to_llamacpps_fit_when_tight(flake: str) -> None:
+    from llama_wizard.tui.commands import nixos_command
+
+    tight = plan("780m-apu", flake)
+    snippet = nixos_command(tight, launch_spec(tight, check_built=False))
+    assert snippet is not None
+    assert "gpuLayers = -1;" in snippet.text and '"--fit" "on"' in snippet.text
+    roomy = plan("2x-mi50", flake)
+    assert "gpuLayers = 99;" in nixos_command(roomy, launch_spec(roomy, check_built=False)).text

@@ -197,8 +197,9 @@ def nixos_command(plan: Plan, spec: LaunchSpec) -> Command | None:
     model, notes = _nixos_model(plan, launch)
     env = {k: v for k, v in spec.env.items() if not is_secret_name(k)}
     gpu_layers = launch.gpu_layers if launch.gpu_layers is not None else 0
+    fitted = "--fit" in launch.rest
     if launch.gpu_layers is None and uses_gpu(plan):
-        gpu_layers = 99
+        gpu_layers = -1 if fitted else 99
     service = [
         "enable = true;",
         f"package = {_nixos_package(plan)};",
@@ -206,8 +207,12 @@ def nixos_command(plan: Plan, spec: LaunchSpec) -> Command | None:
         f"model = {nix_str(model)};",
         f"host = {nix_str(SERVER_HOST)};",
         f"port = {SERVER_PORT};",
-        f"gpuLayers = {gpu_layers};",
     ]
+    if fitted and gpu_layers == -1:
+        # The module always passes --n-gpu-layers (default 99), which would stop llama.cpp's
+        # own fit; -1 is llama.cpp's "auto".
+        service.append("# -1: auto, so that llama.cpp's --fit places the layers (a tight fit)")
+    service.append(f"gpuLayers = {gpu_layers};")
     if launch.ctx is not None:
         service.append(f"contextSize = {launch.ctx};")
     service.append(f"extraArgs = {nix_list(without_secrets(launch.rest))};")

@@ -201,13 +201,28 @@ def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
         source = ["-m", str(Path(model_path).expanduser())] if model_path else own_source
     if not gpu:
         rest = _without_option(rest, ("-ngl", "--n-gpu-layers", "--gpu-layers"))
-    elif not any(a in ("-fa", "--flash-attn") or a.startswith("--flash-attn=") for a in rest):
+    if model is not None:
+        # Tight or over: llama.cpp's own --fit places the layers (an explicit -ngl 99 makes it
+        # give up and run out of GPU memory); see tui/verify.fit_flags for the evidence.
+        from llama_wizard.tui.verify import apply_fit_rule
+
+        rest = apply_fit_rule(rest, model.verdict, gpu, _has_fit(plan))
+    if gpu and not any(a in ("-fa", "--flash-attn") or a.startswith("--flash-attn=") for a in rest):
         # Flash attention, as the reference runs the MI50 (`-ngl 99 -fa on`): less KV memory
         # and faster prompt processing (the flake's ROCm builds set GGML_CUDA_FA). A `-fa` in
         # extra_args comes later on the command line and wins.
-        position = rest.index("-ngl") + 2 if "-ngl" in rest else len(rest)
-        rest[position:position] = ["-fa", "on"]
+        placement = next((i + 2 for i, a in enumerate(rest) if a in ("-ngl", "--fit")), len(rest))
+        rest[placement:placement] = ["-fa", "on"]
     return [*source, *rest]
+
+
+def _has_fit(plan: Plan) -> bool:
+    """Whether the build has llama.cpp's --fit: its llama-fit-params is there (before the build
+    exists, assumed: the flake builds a recent llama.cpp)."""
+    from llama_wizard.tui.verify import has_fit_params
+
+    bin_dir = Path(plan.build.out_link) / "bin"
+    return has_fit_params(bin_dir) or not bin_dir.exists()
 
 
 def _without_option(args: list[str], names: Iterable[str]) -> list[str]:
@@ -279,6 +294,8 @@ def _spec(
         args.append("-no-cnv")
     else:
         args += ["--host", host, "--port", str(port)]
+        if plan.model is not None:
+            args += plan.model.server_args()  # -np N: the slots the estimate is for
     args += list(extra_args)
     return LaunchSpec(
         program=program,
