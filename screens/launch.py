@@ -2,6 +2,9 @@
 port) with the plan's environment and flags, stream its output, show llama.cpp's own speed
 figures (each request's, for the server) and when the server is up, stop it cleanly, and say
 how it ended (tui.launch.describe_exit: a crash with the signal's name and what to try).
+Above the command, llama.cpp's own word on the fit (the built output's llama-fit-params, asked
+by a worker on mount through session.verify): its answer, and in bold when it disagrees with the
+estimate; one dim line when it could not be asked. It never holds up running.
 
 The program is started through tui.launch.LaunchedProcess, whose one long-lived launcher
 thread forks it: the worker here lives only as long as one run, and the program's
@@ -55,6 +58,14 @@ class Exited(Message):
     report: ExitReport | None = None  # how it ended
 
 
+@dataclass
+class LlamacppFit(Message):
+    """llama.cpp's own answer (llama-fit-params) for the plan's model, as lines to show."""
+
+    text: str
+    kind: str = "agree"  # agree, disagree, or not-asked
+
+
 # Each field, the keyword of session.set_launch it sets.
 FIELDS = {"prompt": "prompt", "host": "host", "port": "port"}
 
@@ -85,6 +96,7 @@ class LaunchScreen(WizardStep):
             yield Label("Listen on", classes="form-label")
             yield Input(value=choices.host, id="host")
             yield Input(value=str(choices.port), id="port", type="integer")
+        yield Static("", id="llamacpp-fit", markup=False)
         yield Static("", id="command", markup=False)
         yield Static("ctrl+r runs it; ctrl+s stops it.", id="launch-status", markup=False)
         yield Static("", id="speed", markup=False)
@@ -96,6 +108,43 @@ class LaunchScreen(WizardStep):
         self._show_program_fields()
         self._preview()
         self.query_one("#prompt", Input).focus()
+        plan = self.session.plan
+        # On a simulated machine llama.cpp would see this machine's GPUs: not asked, no line.
+        if plan is not None and plan.model is not None and not self.session.simulated:
+            self.ask_llamacpp()
+
+    # -- llama.cpp's own word on the fit ----------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="verify")
+    def ask_llamacpp(self) -> None:
+        """The plan's model, context and GPUs, asked of the built output's llama-fit-params
+        (the build is done by this step): one subprocess that changes nothing."""
+        from llama_wizard.tui.verify import VerifyError
+
+        try:
+            verdict, agreement = self.session.verify()
+        except VerifyError as error:
+            self.post_message(
+                LlamacppFit(f"llama.cpp not asked: {error.message} {error.fix}", "not-asked")
+            )
+            return
+        if agreement.agree:
+            self.post_message(LlamacppFit(verdict.summary()))
+            return
+        self.post_message(
+            LlamacppFit(
+                f"{verdict.summary()}\n"
+                f"llama.cpp and the estimate disagree: {agreement.explanation}",
+                "disagree",
+            )
+        )
+
+    def on_llamacpp_fit(self, message: LlamacppFit) -> None:
+        line = self.query_one("#llamacpp-fit", Static)
+        line.update(message.text)
+        line.set_class(message.kind == "disagree", "disagree")
+        line.set_class(message.kind == "not-asked", "not-asked")
+        line.display = True
 
     # -- the fields -----------------------------------------------------------------------------
 

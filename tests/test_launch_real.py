@@ -446,8 +446,12 @@ FLAG_CASES = {
     "2x-mi50": ("2x-mi50", "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF", "moe_gguf",
                 ["-ngl", "-fa", "--jinja", "-ts"], "rocm-gfx906"),
     "rtx4090": ("rtx4090", "dense", "dense_gguf", ["-ngl", "-fa"], "cuda"),
+    # Over the GPU's memory: llama.cpp's own --fit places the experts...
     "rtx4090-moe": ("rtx4090", "unsloth/Qwen3-30B-A3B-GGUF:Q6_K", "moe_gguf",
-                    ["-ngl", "-fa", "--n-cpu-moe"], "cuda"),
+                    ["--fit", "-fa"], "cuda"),
+    # ...and a build without --fit gets the estimate's --n-cpu-moe.
+    "rtx4090-moe-no-fit": ("rtx4090", "unsloth/Qwen3-30B-A3B-GGUF:Q6_K", "moe_gguf",
+                           ["-ngl", "-fa", "--n-cpu-moe"], "cuda"),
     "no-gpu": ("no-gpu", "dense", "dense_gguf", [], "default"),
     "intel-arc-a770": ("intel-arc-a770", "ggml-org/gpt-oss-20b-GGUF", "gpt_oss_gguf",
                        ["-ngl", "-fa", "--jinja"], "vulkan"),
@@ -487,9 +491,11 @@ def run_through(spec: LaunchSpec, *, server: bool) -> list[str]:
 
 @pytest.mark.parametrize("case", list(FLAG_CASES))
 def test_every_flag_of_the_plan_is_accepted_by_the_real_binaries(
-    request, simulated, llamacpp_flake, case: str
+    request, simulated, llamacpp_flake, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     profile, repo, gguf_fixture, flags, output = FLAG_CASES[case]
+    if case.endswith("-no-fit"):
+        monkeypatch.setattr("llama_wizard.tui.launch._has_fit", lambda plan: False)
     gguf: Path = request.getfixturevalue(gguf_fixture)
     box = simulated(profile)
     machine = Machine(SystemRoot(box.root), box.env(), simulated=box.name)
@@ -505,7 +511,7 @@ def test_every_flag_of_the_plan_is_accepted_by_the_real_binaries(
         assert Path(spec.binary).is_file()
         for flag in flags:
             assert flag in spec.args, (flag, spec.args)
-        if "-ngl" not in flags:
+        if "-fa" not in flags:  # a CPU build: no GPU flags at all
             assert "-ngl" not in spec.args and "-fa" not in spec.args
         args = substituted(spec.args, gguf, {"-n": "1"} if program == "llama-completion" else {})
         if case == "rtx4090" and "-ctk" not in args:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from llama_wizard.tui.cli.options import add_estimate_options, context_size, gpu_list, quant_name
+from llama_wizard.tui.cli.verified import VERIFY_HELP
 
 EXIT_USAGE = 2
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -75,6 +76,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="list the GGUF files in llama.cpp's and Hugging Face's caches, then exit",
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help=VERIFY_HELP + ", for the quant the table picks (or --quant) at its context",
+    )
+    parser.add_argument(
+        "--llamacpp",
+        metavar="BIN_DIR",
+        help="with --verify: the llama.cpp bin directory (or llama-fit-params itself) to ask "
+        "(default: the planned build's, once built, else llama-fit-params on PATH)",
+    )
+    parser.add_argument(
+        "--flake",
+        metavar="REF",
+        help="with --verify: the llama.cpp flake whose planned build to ask (as for `plan`)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
 
@@ -118,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     from llama_wizard.models.estimate import EstimateOptions
     from llama_wizard.models.source import resolve_model
 
-    devices, host_memory, simulated, backend = _devices(args)
+    devices, host_memory, simulated, backend, inventory = _devices(args)
     if devices is None:
         return 1
     source = resolve_model(args.model, args.quant)
@@ -131,21 +148,28 @@ def _run(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     report = fit_model(source, devices, args.ctx, options, host_memory, settings=settings)
+    verified = _verify(args, report, inventory) if args.verify else None
     if args.json:
         document = report.to_json()
         if simulated:
             document["simulated"] = simulated
+        document["verify"] = None if verified is None else verified.to_json()
         _write_json(document)
     else:
         _print_report(report, simulated)
+        if verified is not None:
+            from llama_wizard.tui.cli.verified import print_verified
+
+            print_verified(verified, _asked_line(verified))
     return 0
 
 
 def _devices(
     args: argparse.Namespace,
-) -> tuple[list[Any] | None, int | None, str | None, str | None]:
-    """(devices, host memory, simulated profile, backend: what -fa auto is judged by)."""
-    from llama_wizard.models.choose import backend_for, devices_from_gpus
+) -> tuple[list[Any] | None, int | None, str | None, str | None, Any]:
+    """(devices, host memory, simulated profile, backend: what -fa auto is judged by, the
+    inventory detected or None)."""
+    from llama_wizard.models.choose import backend_for, devices_for, devices_from_gpus
     from llama_wizard.models.estimate import Device
     from llama_wizard.models.sizes import parse_size
 
@@ -155,7 +179,7 @@ def _devices(
             parse_size("")
         names = [f"--vram #{i + 1}" if len(sizes) > 1 else "--vram" for i in range(len(sizes))]
         devices = [Device(name, size) for name, size in zip(names, sizes, strict=True)]
-        return devices, None, None, None
+        return devices, None, None, None, None
     from llama_wizard.detect.selection import default_gpus
     from llama_wizard.tui.machine import open_machine
 
@@ -172,18 +196,142 @@ def _devices(
                 f"There is no GPU {', '.join(map(str, unknown))} here (GPUs: {known}).",
                 "Run `llama-wizard detect` to see the GPU indices.",
             )
-            return None, None, simulated, None
+            return None, None, simulated, None, inventory
         gpus = [by_index[i] for i in args.gpu]
     else:
         gpus, _ = default_gpus(inventory)
     devices = devices_from_gpus(gpus)
+    if not devices and args.verify and not gpus and not simulated:
+        # llama.cpp is asked on this machine: without a GPU its CPU build fits the model into
+        # system RAM, and so does the estimate (as `plan` and the wizard do).
+        devices = devices_for(gpus, inventory)
     if not devices:
         _fail(
             "No GPU with known memory was detected, so there is nothing to fit a model into.",
             "Check `llama-wizard detect`, or plan for a GPU that is not here with --vram 24GiB.",
         )
-        return None, None, simulated, None
-    return devices, inventory.memory_available_bytes or None, simulated, backend_for(gpus)
+        return None, None, simulated, None, inventory
+    host_memory = inventory.memory_available_bytes or None
+    return devices, host_memory, simulated, backend_for(gpus), inventory
+
+
+# --- llama.cpp's own word (--verify) ----------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace, report: Any, inventory: Any) -> Any:
+    """llama.cpp's llama-fit-params on the quant the report picks (or --quant) at its context,
+    with the -fa/-np/-ctk/-ctv asked: a Verified (its error when it cannot be asked)."""
+    from llama_wizard.models.choose import best_quant_index, choice_from_report
+    from llama_wizard.tui.cli.verified import Verified
+    from llama_wizard.tui.verify import VerifyError, compare, memory_args, verify_fit
+
+    if getattr(args, "simulate", None):
+        return Verified.refused(
+            VerifyError(
+                "llama.cpp cannot check a simulated machine: it would see this machine's GPUs, "
+                "not the simulated ones.",
+                "Run it without --simulate on the machine itself.",
+            )
+        )
+    if args.vram:
+        return Verified.refused(
+            VerifyError(
+                "llama.cpp cannot check --vram sizes: it sees this machine's own memory.",
+                "Leave out --vram to have llama.cpp check the fit on this machine's GPUs.",
+            )
+        )
+    index = best_quant_index(report)
+    if index is None:  # nothing fits by the estimate: ask about the smallest quant
+        index = min(range(len(report.quants)), key=lambda i: report.quants[i].file_bytes)
+    choice = choice_from_report(report, index)
+    extra = list(report.settings.launch_args())  # -fa on|off as asked (auto: llama.cpp's own)
+    if report.settings.n_parallel is not None:
+        extra += ["-np", str(report.settings.n_parallel)]
+    if args.cache_type_k != "f16":
+        extra += ["-ctk", args.cache_type_k]
+    if args.cache_type_v != "f16":
+        extra += ["-ctv", args.cache_type_v]
+    extra += memory_args(choice.flags)
+
+    def question() -> Any:
+        binary, env = _fit_params(args, inventory)
+        verdict = verify_fit(binary, choice, env=env, extra_args=extra)
+        return verdict, compare(choice, verdict)
+
+    verified = Verified.ask(question)
+    verified.quant = choice.quant
+    verified.ctx = choice.ctx
+    return verified
+
+
+def _fit_params(args: argparse.Namespace, inventory: Any) -> tuple[Any, dict[str, str]]:
+    """The llama-fit-params to ask and the environment to run it in: --llamacpp, else the
+    planned build's bin/ once built, else the one on PATH. The environment is the planned
+    launch's (the same GPUs visible, HSA_OVERRIDE_GFX_VERSION, ...) when planning works.
+    Raises FitParamsMissing, saying how to get one."""
+    import shutil
+    from pathlib import Path
+
+    from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.session import Overrides, WizardSession
+    from llama_wizard.tui.verify import (
+        FIT_PARAMS,
+        FitParamsMissing,
+        binary_of,
+        has_fit_params,
+        plan_environment,
+    )
+
+    with open_machine(getattr(args, "root", None), None) as machine:
+        overrides = Overrides(
+            flake=args.flake,
+            gpus=args.gpu,
+            flash_attn=args.flash_attn,
+            n_parallel=args.parallel,
+        )
+        session = WizardSession(machine, None, overrides, timeout=getattr(args, "timeout", 10.0))
+        plan = None
+        planned = "there is no planned build"
+        try:
+            if inventory is not None:
+                session.set_inventory(inventory)
+            plan = session.make_plan()
+        except ActionableError as error:
+            planned = f"the build could not be planned ({error.message})"
+        env = plan_environment(plan, machine.env) if plan is not None else dict(machine.env)
+        if args.llamacpp:
+            return binary_of(Path(args.llamacpp).expanduser()), env
+        if plan is not None:
+            bin_dir = Path(plan.build.out_link).absolute() / "bin"
+            built = session.build_status().state == "built"
+            if built and has_fit_params(bin_dir):
+                return bin_dir / FIT_PARAMS, env
+            planned = (
+                f"the planned build ({plan.build.output}) has none"
+                if built
+                else f"the planned build ({plan.build.output} of {plan.build.flake}) is not "
+                "built yet"
+            )
+        found = shutil.which(FIT_PARAMS, path=env.get("PATH", ""))
+        if found:
+            return Path(found), env
+    flake = f" --flake {args.flake}" if args.flake else ""
+    raise FitParamsMissing(
+        f"There is no {FIT_PARAMS} to ask: no --llamacpp was given, {planned}, and there is "
+        "none on PATH.",
+        f"Build the planned output first (`llama-wizard build{flake}`), or point --llamacpp "
+        f"at a llama.cpp bin directory that has {FIT_PARAMS} (llama.cpp from December 2025 "
+        "on). Until then the estimate is all there is.",
+    )
+
+
+def _asked_line(verified: Any) -> str | None:
+    """Which binary was asked about which quant, above its answer."""
+    if verified.verdict is None:
+        return None
+    binary = verified.verdict.argv[0] if verified.verdict.argv else "llama-fit-params"
+    return f"Asked {binary} about {verified.quant} at {verified.ctx} tokens:"
 
 
 # --- output -------------------------------------------------------------------------------------

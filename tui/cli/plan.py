@@ -8,6 +8,7 @@ import json
 import sys
 
 from llama_wizard.tui.cli.options import add_estimate_options, context_size, gpu_list, quant_name
+from llama_wizard.tui.cli.verified import VERIFY_HELP
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,6 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
     )
     add_estimate_options(parser)
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help=VERIFY_HELP + " (the output must be built: llama-wizard build)",
+    )
     return parser
 
 
@@ -51,11 +57,23 @@ def run(args: argparse.Namespace) -> int:
         except ActionableError as error:
             print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
             return 1
+        verified = None
+        if args.verify:
+            # llama.cpp's own fit, after the estimate (never fatal: a VerifyError is shown).
+            from llama_wizard.tui.cli.verified import Verified
+
+            verified = Verified.ask(session.verify)
     if args.json:
-        json.dump(plan.to_json(), sys.stdout, indent=2)
+        document = plan.to_json()
+        document["verify"] = None if verified is None else verified.to_json()
+        json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         from llama_wizard.tui.render import print_plan
 
         print_plan(plan)
+        if verified is not None:
+            from llama_wizard.tui.cli.verified import print_verified
+
+            print_verified(verified)
     return 0
