@@ -184,4 +184,5 @@ def test_the_wizard_takes_the_options_too(monkeypatch: pytest.MonkeyPatch) -> No
     seen: dict = {}
     monkeypatch.setattr("llama_wizard.tui.plain.run_plain", lambda **kw: seen.update(kw) or 0)
     assert wizard_command.run(args) == 0
-    assert seen["flash_attn"] == "off" and seen["n_parallel"] == 2
+    overrides = seen["overrides"]
+    assert overrides.flash_attn == "off" and overrides.n_parallel == 2

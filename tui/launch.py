@@ -200,7 +200,7 @@ def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
         rest = args[len(own_source) :]  # the source is given once, below
         source = ["-m", str(Path(model_path).expanduser())] if model_path else own_source
     if not gpu:
-        rest = _without_option(rest, ("-ngl", "--n-gpu-layers", "--gpu-layers"))
+        rest = without_options(rest, ("-ngl", "--n-gpu-layers", "--gpu-layers"))
     if model is not None:
         # Tight or over: llama.cpp's own --fit places the layers (an explicit -ngl 99 makes it
         # give up and run out of GPU memory); see tui/verify.fit_flags for the evidence.
@@ -225,7 +225,8 @@ def _has_fit(plan: Plan) -> bool:
     return has_fit_params(bin_dir) or not bin_dir.exists()
 
 
-def _without_option(args: list[str], names: Iterable[str]) -> list[str]:
+def without_options(args: Sequence[str], names: Iterable[str]) -> list[str]:
+    """args without the options `names` and their values (`-c 4096` and `--ctx-size=4096`)."""
     names = set(names)
     kept: list[str] = []
     skip = False
@@ -234,7 +235,7 @@ def _without_option(args: list[str], names: Iterable[str]) -> list[str]:
             skip = False
         elif arg in names:
             skip = True
-        else:
+        elif arg.split("=", 1)[0] not in names:
             kept.append(arg)
     return kept
 

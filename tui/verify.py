@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_wizard.detect.errors import ActionableError
+from llama_wizard.tui.launch import without_options
 
 if TYPE_CHECKING:
     from llama_wizard.models.choose import ModelChoice
@@ -655,7 +656,7 @@ def verify_fit(
         source = list(model)
         shown = source[1] if len(source) > 1 else " ".join(source)
     if ctx is not None:
-        launch_memory = _without(launch_memory, ("-c", "--ctx-size"))
+        launch_memory = without_options(launch_memory, ("-c", "--ctx-size"))
     argv = [str(binary), *source]
     if ctx is not None:
         argv += ["-c", str(ctx)]
@@ -704,19 +705,6 @@ def _magic(path: Path) -> bytes:
             return handle.read(4)
     except OSError:
         return b""
-
-
-def _without(args: Sequence[str], names: Sequence[str]) -> list[str]:
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in names:
-            skip = True
-        elif arg.split("=", 1)[0] not in names:
-            kept.append(arg)
-    return kept
 
 
 def _missing(binary: Path, plan: Any) -> FitParamsMissing:

@@ -8,7 +8,17 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from llama_wizard.tui.cli.options import wants_plain
+    from llama_wizard.tui.session import Overrides
 
+    overrides = Overrides(
+        flake=args.flake,
+        gpus=args.gpu,
+        model=args.model,
+        quant=args.quant,
+        ctx=args.ctx,
+        flash_attn=args.flash_attn,
+        n_parallel=args.parallel,
+    )
     if args.plain or args.yes or wants_plain():
         from llama_wizard.tui.plain import run_plain
 
@@ -17,28 +27,10 @@ def run(args: argparse.Namespace) -> int:
             simulate=args.simulate,
             timeout=args.timeout,
             yes=args.yes,
-            flake=args.flake,
-            gpus=args.gpu,
-            model=args.model,
-            quant=args.quant,
-            ctx=args.ctx,
-            flash_attn=args.flash_attn,
-            n_parallel=args.parallel,
+            overrides=overrides,
         )
     from llama_wizard.tui.app import run_wizard
-    from llama_wizard.tui.session import Overrides
 
     return run_wizard(
-        root=args.root,
-        simulate=args.simulate,
-        timeout=args.timeout,
-        overrides=Overrides(
-            flake=args.flake,
-            gpus=args.gpu,
-            model=args.model,
-            quant=args.quant,
-            ctx=args.ctx,
-            flash_attn=args.flash_attn,
-            n_parallel=args.parallel,
-        ),
+        root=args.root, simulate=args.simulate, timeout=args.timeout, overrides=overrides
     )

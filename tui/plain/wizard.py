@@ -35,7 +35,7 @@ from llama_wizard.tui.plain.prompters import (
     Quit,
     choose_prompter,
 )
-from llama_wizard.tui.session import DoesNotFit, WizardSession, describe_choice
+from llama_wizard.tui.session import DoesNotFit, Overrides, WizardSession, describe_choice
 from llama_wizard.tui.steps import STEPS, step_number
 
 if TYPE_CHECKING:
@@ -807,31 +807,16 @@ def run_plain(
     simulate: str | None = None,
     timeout: float = 10.0,
     yes: bool = False,
-    flake: str | None = None,
-    gpus: list[int] | None = None,
-    model: str | None = None,
-    quant: str | None = None,
-    ctx: int | None = None,
-    flash_attn: str | None = None,
-    n_parallel: int | None = None,
+    overrides: Overrides | None = None,
 ) -> int:
-    """`llama-wizard --plain` / `--yes` (and bare `llama-wizard` on a dumb terminal)."""
+    """`llama-wizard --plain` / `--yes` (and bare `llama-wizard` on a dumb terminal);
+    `overrides`: what the command line named."""
     from llama_wizard.tui.machine import open_machine
-    from llama_wizard.tui.session import Overrides
     from llama_wizard.tui.settings import SettingsStore
 
     prompter = choose_prompter(yes)
     interactive_tty = isinstance(prompter, QuestionaryPrompter)
     store = SettingsStore.load()
-    overrides = Overrides(
-        flake=flake,
-        gpus=gpus,
-        model=model,
-        quant=quant,
-        ctx=ctx,
-        flash_attn=flash_attn,
-        n_parallel=n_parallel,
-    )
     with open_machine(root, simulate) as machine:
         session = WizardSession(machine, store, overrides, timeout=timeout)
         wizard = PlainWizard(session, prompter, build_mode="rich" if interactive_tty else "plain")
