@@ -106,7 +106,8 @@ def choices_from_json(data: Any, where: str, notes: list[str]) -> Choices:
             setattr(choices, name, check(value))
         except validate.InvalidValue as error:
             notes.append(
-                f"The saved {name} for {where} was dropped: {error.message} (in {settings_path()})."
+                f"The saved {name} for {where} was dropped: {error.message.rstrip('.')} "
+                f"(in {settings_path()})."
             )
     return choices
 
