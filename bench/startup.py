@@ -12,7 +12,6 @@ is on it (the hardware screen's footer and the label), read with `tmux capture-p
 from __future__ import annotations
 
 import argparse
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -56,7 +55,8 @@ def time_to_screen(command: list[str], marker: str, timeout: float = 20.0) -> fl
             # PYTHONDONTWRITEBYTECODE=1, which would recompile every module on every start.
             "-e",
             "PYTHONDONTWRITEBYTECODE=",
-            shlex.join(command),
+            "env",  # several words: tmux execs them directly, no shell
+            *command,
         ],
         check=True,
     )

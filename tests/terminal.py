@@ -4,7 +4,6 @@ back with capture-pane."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import time
 import uuid
@@ -15,11 +14,24 @@ PASSED_ENV = ("PATH", "NIX_CONFIG", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_ST
 
 
 class Terminal:
+    """`command` is an argv list: tmux execs it directly (given as several words, after `env`,
+    it never goes through a shell). With keep_status, the pane stays after the program ends, so
+    `exit_status()` can read how it ended."""
+
     def __init__(
-        self, command: list[str], env: dict[str, str], size: tuple[int, int] = (120, 45)
+        self,
+        command: list[str],
+        env: dict[str, str],
+        size: tuple[int, int] = (120, 45),
+        *,
+        keep_status: bool = False,
     ) -> None:
         self.session = f"lw-e2e-{uuid.uuid4().hex[:8]}"
         passed = [a for key in PASSED_ENV if key in env for a in ("-e", f"{key}={env[key]}")]
+        # Chained in one tmux command list, so the option is set before the program can end.
+        keep = (
+            [";", "set-option", "-t", self.session, "remain-on-exit", "on"] if keep_status else []
+        )
         subprocess.run(
             [
                 "tmux",
@@ -36,11 +48,29 @@ class Terminal:
                 "-e",
                 "TERM=xterm-256color",
                 *passed,
-                shlex.join(command),
+                "env",
+                *command,
+                *(keep if keep_status else []),
             ],
             check=True,
             env=env,
         )
+
+    def exit_status(self, timeout: float = 10) -> int | None:
+        """The program's exit status once it has ended (keep_status sessions), else None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead, _, status = (
+                subprocess.run(
+                    ["tmux", "-L", self.session, "display-message", "-p", "-t", self.session,
+                     "#{pane_dead}:#{pane_dead_status}"],
+                    capture_output=True, text=True, check=False,
+                ).stdout.strip().partition(":")
+            )  # fmt: skip
+            if dead == "1":
+                return int(status)
+            time.sleep(0.1)
+        return None
 
     def screen(self) -> str:
         return subprocess.run(
