@@ -68,6 +68,11 @@ class BuildChoice:
     recommended_output: str | None = None
 
     @property
+    def recommended(self) -> str:
+        """The output recommended for these GPUs (this one, unless it was chosen by hand)."""
+        return self.recommended_output or self.output
+
+    @property
     def build_label(self) -> str:
         """What a person calls this build: the output, or `rocm-gfxA-gfxB` for `rocm` restricted
         to those targets (two such builds are different results of the same output)."""

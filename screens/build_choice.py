@@ -100,7 +100,7 @@ class BuildChoiceScreen(WizardStep):
 
         build = plan.build
         select = self.query_one("#output-choice", Select)
-        recommended = build.recommended_output or build.output
+        recommended = build.recommended
         options = [(f"recommended: {recommended}", RECOMMENDED)]
         options += [(name, name) for name in plan.flake_outputs.packages]
         chosen = self.session.choices.output or RECOMMENDED

@@ -20,19 +20,6 @@ from llama_wizard.screens.build import CSS as BUILD_CSS
 from llama_wizard.screens.build import BuildView
 
 
-def state_dir_problem(error: OSError) -> str:
-    """An unusable state directory (XDG_STATE_HOME a file, a read-only disk), said with the fix."""
-    from llama_wizard.tui.plan import state_dir
-
-    where = state_dir()
-    return (
-        f"⚠ The wizard keeps its builds in {where}, which cannot be used: "
-        f"{error.strerror or error}.\n"
-        f"Fix: make {where} a writable directory, or point XDG_STATE_HOME at one "
-        "(then r builds)."
-    )
-
-
 @dataclass
 class BuildStarted(Message):
     record: BuildRecord | None = None
@@ -64,19 +51,11 @@ class BuildRunScreen(WizardStep):
         if plan is None:
             self._status("There is no plan yet: go back to the Build step.")
             return
-        if plan.nix is None:
-            self._status(
-                "Nix is not installed, so nothing can be built here.\n"
-                "Install it (`sudo apt install nix-bin`), then come back."
-            )
-            return
         try:
+            self.session.check_can_build()
             status = self.session.build_status()
         except ActionableError as error:
             self._status(error_text(error))
-            return
-        except OSError as error:
-            self._status(state_dir_problem(error))
             return
         output = plan.build.output
         if status.state == "running" and status.record is not None:
@@ -121,8 +100,8 @@ class BuildRunScreen(WizardStep):
         except ActionableError as error:
             self.post_message(BuildStarted(problem=error_text(error)))
             return
-        except OSError as error:
-            self.post_message(BuildStarted(problem=state_dir_problem(error)))
+        except OSError as error:  # what check_can_build did not foresee (a disk gone full)
+            self.post_message(BuildStarted(problem=f"⚠ The build could not start: {error}"))
             return
         self.post_message(BuildStarted(record))
 
@@ -160,7 +139,12 @@ class BuildRunScreen(WizardStep):
         if self.host.build_running or self.starting:
             self.notify("A build is running already.", severity="warning")
             return
-        if self.session.plan is None or self.session.plan.nix is None:
+        if self.session.plan is None:
+            return
+        try:
+            self.session.check_can_build()  # Nix may have been installed since; the state dir
+        except ActionableError as error:
+            self._status(error_text(error))
             return
         self.built = None
         self.start()

@@ -113,16 +113,12 @@ class DoneScreen(WizardStep):
             )
         except ActionableError as error:
             self._status(error_text(error))
-        except OSError as error:
-            self._status(f"⚠ Could not save to {path}: {error.strerror or error}")
 
     def _save_over(self, path: Path) -> None:
         try:
             self._saved(self.session.save_commands(path, overwrite=True))
         except ActionableError as error:
             self._status(error_text(error))
-        except OSError as error:
-            self._status(f"⚠ Could not save to {path}: {error.strerror or error}")
 
     def _saved(self, path: Path) -> None:
         self._status(f"Saved {len(self.commands)} commands to {path}.")

@@ -252,7 +252,6 @@ class LaunchScreen(WizardStep):
     def on_started(self, message: Started) -> None:
         self.host.launched = message.process
         self.server_up = False
-        self.session.launch_ran = True
         self.query_one("#command", Static).update(f"$ {message.command}")
         if message.process.spec.program == "llama-server":
             self._say(

@@ -68,7 +68,7 @@ def test_fingerprint_tells_machines_apart_by_their_gpus() -> None:
     a.simulated = b.simulated = None
     assert machine_fingerprint(a)[0] != machine_fingerprint(b)[0]
     assert machine_fingerprint(a)[0].startswith("gpus:")
-    assert "Instinct MI50" in machine_fingerprint(a)[1] or "MI50" in machine_fingerprint(a)[1]
+    assert machine_fingerprint(a)[1] == "2x AMD Instinct MI60 / MI50"
 
 
 def test_a_choice_equal_to_the_recommendation_is_saved_as_the_recommendation(flake: str) -> None:
@@ -138,8 +138,6 @@ def test_a_choice_that_does_not_fit_needs_confirming(flake: str) -> None:
         assert plan.model.quant != choice.quant  # nothing changed
         session.accept_model(choice, confirmed=True)
         assert session.plan.model.quant == choice.quant
-        with pytest.raises(DoesNotFit):
-            session.check_model_choice()
 
 
 def test_a_named_quant_that_does_not_fit_stays_named_and_is_flagged(flake: str) -> None:

@@ -29,8 +29,11 @@ def test_usable_bytes_is_what_llama_cpp_can_allocate() -> None:
     assert Gpu("other", "unknown").usable_bytes == 0
 
 
-def test_choice_error_is_one_class_wherever_it_is_imported_from() -> None:
-    assert recommend.ChoiceError is ChoiceError and issubclass(ChoiceError, ActionableError)
+def test_an_unknown_gpu_index_is_a_choice_error_saying_which() -> None:
+    inventory = _inventory(Gpu("nvidia", "RTX 4090", index=0, vram_total_bytes=24 * GIB))
+    with pytest.raises(ChoiceError) as raised:
+        gpus_by_index(inventory, [0, 3])
+    assert "3" in raised.value.message and isinstance(raised.value, ActionableError)
 
 
 def _inventory(*gpus: Gpu) -> Inventory:

@@ -109,10 +109,7 @@ class LaunchSpec:
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
         """What the program runs with: base minus unset_env, plus env."""
-        removed = set(self.unset_env)
-        environment = {k: v for k, v in base.items() if k not in removed}
-        environment.update(self.env)
-        return environment
+        return build_environment(base, self.env, self.unset_env)
 
     def shell_command(self) -> str:
         """The command as a person types it in a POSIX shell: `env -u A K=V BINARY args...`.
@@ -223,6 +220,16 @@ def _has_fit(plan: Plan) -> bool:
 
     bin_dir = Path(plan.build.out_link) / "bin"
     return has_fit_params(bin_dir) or not bin_dir.exists()
+
+
+def build_environment(
+    base: Mapping[str, str], env: Mapping[str, str], unset_env: Iterable[str]
+) -> dict[str, str]:
+    """What a program of a build runs with: base minus the build's unset_env, plus its env."""
+    removed = set(unset_env)
+    environment = {k: v for k, v in base.items() if k not in removed}
+    environment.update(env)
+    return environment
 
 
 def without_options(args: Sequence[str], names: Iterable[str]) -> list[str]:

@@ -148,7 +148,6 @@ class WizardSession:
         self.inventory: Inventory | None = None
         self.choices = Choices()
         self.plan: Plan | None = None
-        self.launch_ran = False
         self._notes: list[str] = list(store.notes) if store else []
         if store:
             store.notes.clear()
@@ -538,12 +537,6 @@ class WizardSession:
                 choice.ctx,
             )
 
-    def check_model_choice(self) -> None:
-        """Raise DoesNotFit when the plan's model does not fit (for `--yes` and Next)."""
-        model = self._plan().model
-        if model is not None and model.verdict == "no":
-            raise DoesNotFit(model)
-
     def verify(
         self, choice: ModelChoice | None = None, *, timeout: float = 120.0
     ) -> tuple[FitVerdict, Agreement]:
@@ -577,11 +570,16 @@ class WizardSession:
 
         return build_status(state_dir(), self._plan().build)
 
-    def check_state_dir(self) -> None:
-        """Raise StateDirUnusable (naming the directory and the fix) when builds cannot be
-        recorded: before a build starts, so nothing is half done."""
+    def check_can_build(self) -> None:
+        """Raise ActionableError (with its fix) when nothing can be built: Nix is missing, or
+        the state directory cannot record a build. Before a build starts, so nothing is half
+        done."""
         from llama_wizard.tui.plan import ensure_state_dir
 
+        plan = self._plan()
+        if plan.nix is None:
+            missing = next(w for w in plan.warnings if w.code == "nix_missing")
+            raise ActionableError(missing.message, missing.fix)
         ensure_state_dir()
 
     # --- step 5: the launch --------------------------------------------------------------------

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.tui.launch import without_options
+from llama_wizard.tui.launch import build_environment, without_options
 
 if TYPE_CHECKING:
     from llama_wizard.models.choose import ModelChoice
@@ -569,10 +569,7 @@ def plan_environment(plan: Plan, base: Mapping[str, str] | None = None) -> dict[
     """The environment a plan's launch runs with (LaunchSpec.environment: base minus the build's
     unset_env, plus its env): the same GPUs are visible to the fit as to the launch."""
     base = os.environ if base is None else base
-    removed = set(plan.build.unset_env)
-    environment = {k: v for k, v in base.items() if k not in removed}
-    environment.update(plan.build.env)
-    return environment
+    return build_environment(base, plan.build.env, plan.build.unset_env)
 
 
 def local_source(choice: ModelChoice, env: Mapping[str, str] | None = None) -> list[str]:
@@ -651,7 +648,9 @@ def verify_fit(
         if ctx is None:
             ctx = model.ctx
         if plan is not None:
-            launch_memory = memory_args(plan.launch_args())
+            # The plan's launch line when it is this choice; another quant's own flags else.
+            same = plan.model is not None and plan.model.hf_arg == model.hf_arg
+            launch_memory = memory_args(plan.launch_args() if same else model.launch_args())
     else:
         source = list(model)
         shown = source[1] if len(source) > 1 else " ".join(source)

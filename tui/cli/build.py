@@ -228,20 +228,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from llama_wizard.detect.errors import ActionableError
     from llama_wizard.tui.cli.options import command_session
-    from llama_wizard.tui.plan import ensure_state_dir
+    from llama_wizard.tui.plan import state_dir
 
     with command_session(args) as session:
         try:
             plan = session.make_plan()
-            state = ensure_state_dir()
+            session.check_can_build()
         except ActionableError as error:
             print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
             return 1
         machine = session.machine
-        if plan.nix is None:
-            warning = next(w for w in plan.warnings if w.code == "nix_missing")
-            print(f"llama-wizard: {warning.message}\n{warning.fix}", file=sys.stderr)
-            return 1
         for cost in plan.build.costs:
             print(f"note: {cost}", file=sys.stderr)
         if args.json:
@@ -253,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         return run_build(
             plan.build.build_argv,
             plan.build.build_label,
-            state,
+            state_dir(),
             out_link=plan.build.out_link,
             mode=mode,
             detach=args.detach,

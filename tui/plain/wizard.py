@@ -231,7 +231,7 @@ class PlainWizard:
         print_plan(plan, self.console)
         while True:
             build = self.plan.build
-            recommended = build.recommended_output or build.output
+            recommended = build.recommended
             if build.output == recommended:
                 what = f"Build {build.output} (recommended)"
             else:
@@ -288,7 +288,7 @@ class PlainWizard:
         session = self.session
         plan = self.plan
         build = plan.build
-        recommended = build.recommended_output or build.output
+        recommended = build.recommended
         packages = plan.flake_outputs.packages or [build.output]
 
         def option(name: str) -> Option:
@@ -581,21 +581,18 @@ class PlainWizard:
                 )
             if answer in (BACK, "next"):
                 return answer
-            if plan.nix is None:
-                warning = next(w for w in plan.warnings if w.code == "nix_missing")
-                answer = self.fail_or_ask(
-                    ActionableError(warning.message, warning.fix),
-                    [Option("Check again", "again"), *LEAVE],
-                )
+            try:
+                session.check_can_build()
+            except ActionableError as error:
+                answer = self.fail_or_ask(error, [Option("Check again", "again"), *LEAVE])
                 if answer == BACK:
                     return BACK
                 try:
-                    self.make_plan()
-                except ActionableError as error:
-                    self.problem(error)
+                    self.make_plan()  # Nix may be there now
+                except ActionableError as problem:
+                    self.problem(problem)
                 continue
             try:
-                session.check_state_dir()
                 for cost in build.costs:
                     self.say(f"note: {cost}")
                 if status.state == "not-built":
@@ -706,7 +703,6 @@ class PlainWizard:
             self.problem(error)
             return 1
         self.spec, self.process = spec, process
-        session.launch_ran = True
         if session.simulated:
             self.say(
                 f"note: the machine is SIMULATED ({session.simulated}); the program "
