@@ -201,13 +201,23 @@ def from_hub(repo: str, spec: str, quant: str | None, read_all: bool = False) ->
     return source
 
 
+def _only_quant(source: ModelSource, quant: str | None) -> ModelSource:
+    """A file is one quant: asking for another is an error (never silently this one)."""
+    if quant is None or any(normalize_quant(c.quant) == quant for c in source.candidates):
+        return source
+    raise QuantNotFound(
+        f"{source.spec} is {', '.join(c.quant for c in source.candidates)}, not {quant}.",
+        "Leave out --quant for a single file, or give the file of that quant.",
+    )
+
+
 def resolve_model(spec: str, quant: str | None = None, read_all: bool = False) -> ModelSource:
     """What `spec` names: a local .gguf, an http(s) URL, or a Hub repo[:quant] (the catalogue
     first, then the Hub)."""
     text = spec.strip()
     quant = normalize_quant(quant) if quant else None
     if text.startswith(("http://", "https://")):
-        return from_url(text, spec)
+        return _only_quant(from_url(text, spec), quant)
     path = Path(text).expanduser()
     if path.exists() or text.lower().endswith(".gguf") or text.startswith((".", "/", "~")):
         if not path.exists():
@@ -216,7 +226,7 @@ def resolve_model(spec: str, quant: str | None = None, read_all: bool = False) -
             )
         if path.is_dir():
             raise ModelNotFound(f"{path} is a folder.", "Give the path of the .gguf file in it.")
-        return from_path(path, spec)
+        return _only_quant(from_path(path, spec), quant)
     match = _REPO.match(text)
     if not match:
         raise ModelNotFound(

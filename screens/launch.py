@@ -30,6 +30,7 @@ from textual.worker import get_current_worker
 
 from llama_wizard.detect.errors import ActionableError
 from llama_wizard.screens.base import WizardStep, error_text
+from llama_wizard.tui.llamacpp_log import printable
 from llama_wizard.tui.validate import PROGRAMS
 
 if TYPE_CHECKING:
@@ -263,7 +264,8 @@ class LaunchScreen(WizardStep):
 
     def on_output(self, message: Output) -> None:
         if message.lines:
-            self.query_one("#launch-output", Log).write_lines(message.lines)
+            lines = [printable(line) for line in message.lines]
+            self.query_one("#launch-output", Log).write_lines(lines)
         self._speed(message.timing)
         if message.listening and not self.server_up and self.host.launch_running:
             self.server_up = True

@@ -79,3 +79,14 @@ def test_another_flakes_build_of_the_same_output_is_not_this_ones(
     assert "not built yet" in result.stderr and "llama-wizard build" in result.stderr
     same = run_cli("run", "--flake", flake, "--model", "Qwen/Qwen3-0.6B-GGUF", "--json")
     assert '"event": "started"' in same.stdout, same.stderr
+
+
+def test_a_quant_a_local_file_is_not_is_refused(flake: str, tmp_path: Path) -> None:
+    from tests.test_models_gguf import _llama  # a Q8_0 GGUF written with gguf's writer
+
+    model = str(_llama(tmp_path))
+    result = run_cli("plan", "--model", model, "--quant", "Q4_K_M", "--flake", flake)
+    assert result.returncode == 1, result.stdout
+    assert "not Q4_K_M" in result.stderr and "Traceback" not in result.stderr
+    same = run_cli("plan", "--json", "--model", model, "--quant", "Q8_0", "--flake", flake)
+    assert same.returncode == 0, same.stderr

@@ -138,3 +138,12 @@ def test_model_output_is_not_a_timing_line() -> None:
     trailing = "prompt eval time = 1.0 ms / 2 tokens (0.5 ms per token, 2000 tokens per second) ok"
     assert parse_timing(trailing) is None
     assert is_listening("I was listening on the radio") is None
+
+
+def test_output_drawn_in_a_screen_has_no_control_characters() -> None:
+    from llama_wizard.tui.llamacpp_log import printable
+
+    raw = "ok\x1b[31mred\x1b[0m \x1b[2J\x1b[Hclear\rback\x07\ttab\x9b"
+    shown = printable(raw)
+    assert not any(ord(c) < 32 and c != "\t" or 0x7F <= ord(c) <= 0x9F for c in shown)
+    assert shown.startswith("okred ") and "\ttab" in shown and "clear" in shown

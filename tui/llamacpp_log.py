@@ -96,6 +96,16 @@ class TimingLine:
     task: int | None = None
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(line: str) -> str:
+    """A line of the program's output that is safe to draw inside a screen: colour codes
+    dropped, any other control character (a model's random bytes can hold ESC, CR, BEL) shown
+    as U+FFFD, so it can never move the cursor or clear the wizard's screen."""
+    return _CONTROL.sub("\ufffd", _ANSI.sub("", line))
+
+
 def split_prefix(line: str) -> tuple[str | None, str | None, str]:
     """(timestamp, level letter, message) of a common_log line; ANSI colours, a trailing
     newline and a supervisor's `[pid]` prefix are dropped. A line without a timestamp gives
