@@ -145,5 +145,5 @@ def test_output_drawn_in_a_screen_has_no_control_characters() -> None:
 
     raw = "ok\x1b[31mred\x1b[0m \x1b[2J\x1b[Hclear\rback\x07\ttab\x9b"
     shown = printable(raw)
-    assert not any(ord(c) < 32 and c != "\t" or 0x7F <= ord(c) <= 0x9F for c in shown)
+    assert not any((ord(c) < 32 and c != "\t") or 0x7F <= ord(c) <= 0x9F for c in shown)
     assert shown.startswith("okred ") and "\ttab" in shown and "clear" in shown

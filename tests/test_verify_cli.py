@@ -97,7 +97,7 @@ def test_plan_verify_refuses_a_simulated_machine(tmp_path: Path) -> None:
     plan_args = ("plan", "--flake", flake, "--simulate", "rtx4090", "--verify")
     document = json_of(*plan_args, "--json")
     error = document["verify"]["error"]
-    assert error["kind"] == "VerifyError", error
+    assert error["kind"] == "SimulatedMachine", error
     assert "simulated machine" in error["message"] and "--simulate" in error["fix"]
     assert document["output"] == "cuda"  # the plan itself is all there
 
@@ -156,7 +156,7 @@ def test_fit_verify_without_any_llama_fit_params(llamacpp_flake: str, dense_gguf
 
 def test_fit_verify_refuses_simulated_machines_and_vram_sizes(dense_gguf: Path) -> None:
     simulated = json_of("fit", str(dense_gguf), "--simulate", "rtx4090", "--verify", "--json")
-    assert simulated["verify"]["error"]["kind"] == "VerifyError"
+    assert simulated["verify"]["error"]["kind"] == "SimulatedMachine"
     assert "simulated machine" in simulated["verify"]["error"]["message"]
     sized = json_of("fit", str(dense_gguf), "--vram", "24GiB", "--verify", "--json")
     assert "--vram" in sized["verify"]["error"]["message"]

@@ -496,13 +496,6 @@ class WizardSession:
 
         return choice_from_report(report, index)
 
-    def recommend_for(self, source: ModelSource, ctx: int | None) -> ModelChoice | None:
-        """The best quant of this model at ctx (the context a little smaller if none fits at
-        ctx when none was asked for), or None."""
-        report = self.fit(source, ctx)
-        index = best_index(report)
-        return None if index is None else self.choice_at(report, index)
-
     def recommend_model(self, ctx: int | None = None) -> ModelChoice | None:
         """The catalogue's recommendation at ctx on the planned memory (what the plan would
         pick with no model chosen), or None when nothing fits."""
@@ -543,14 +536,10 @@ class WizardSession:
         """llama.cpp's own word on the plan's model (or `choice`): the built output's
         llama-fit-params, with the launch's environment (worker-safe: it reads only). Raises
         VerifyError (with a fix) when llama.cpp cannot be asked; the estimate still stands."""
-        from llama_wizard.tui.verify import VerifyError, compare, verify_fit
+        from llama_wizard.tui.verify import SimulatedMachine, VerifyError, compare, verify_fit
 
         if self.simulated:
-            raise VerifyError(
-                "llama.cpp cannot check a simulated machine: it would see this machine's GPUs, "
-                "not the simulated ones.",
-                "Run it without --simulate on the machine itself.",
-            )
+            raise SimulatedMachine()
         plan = self._plan()
         choice = choice or plan.model
         if choice is None:

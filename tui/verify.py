@@ -58,6 +58,17 @@ class VerifyError(ActionableError):
     """llama.cpp's fit could not be asked (the estimate still stands)."""
 
 
+class SimulatedMachine(VerifyError):
+    """llama.cpp sees this machine's GPUs, never a --simulate profile's."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "llama.cpp cannot check a simulated machine: it would see this machine's GPUs, "
+            "not the simulated ones.",
+            "Run it without --simulate on the machine itself.",
+        )
+
+
 class FitParamsMissing(VerifyError):
     """The build has no llama-fit-params (not built yet, or a llama.cpp older than Dec 2025)."""
 
@@ -902,6 +913,7 @@ __all__ = [
     "FitTimeout",
     "FitVerdict",
     "ModelNotLocal",
+    "SimulatedMachine",
     "VerifyError",
     "apply_fit_rule",
     "compare",

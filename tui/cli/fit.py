@@ -223,16 +223,16 @@ def _verify(args: argparse.Namespace, report: Any, inventory: Any) -> Any:
     with the -fa/-np/-ctk/-ctv asked: a Verified (its error when it cannot be asked)."""
     from llama_wizard.models.choose import best_quant_index, choice_from_report
     from llama_wizard.tui.cli.verified import Verified
-    from llama_wizard.tui.verify import VerifyError, compare, memory_args, verify_fit
+    from llama_wizard.tui.verify import (
+        SimulatedMachine,
+        VerifyError,
+        compare,
+        memory_args,
+        verify_fit,
+    )
 
     if getattr(args, "simulate", None):
-        return Verified.refused(
-            VerifyError(
-                "llama.cpp cannot check a simulated machine: it would see this machine's GPUs, "
-                "not the simulated ones.",
-                "Run it without --simulate on the machine itself.",
-            )
-        )
+        return Verified.refused(SimulatedMachine())
     if args.vram:
         return Verified.refused(
             VerifyError(

@@ -35,7 +35,13 @@ from llama_wizard.tui.plain.prompters import (
     Quit,
     choose_prompter,
 )
-from llama_wizard.tui.session import DoesNotFit, Overrides, WizardSession, describe_choice
+from llama_wizard.tui.session import (
+    DoesNotFit,
+    Overrides,
+    WizardSession,
+    best_index,
+    describe_choice,
+)
 from llama_wizard.tui.steps import STEPS, step_number
 
 if TYPE_CHECKING:
@@ -530,13 +536,14 @@ class PlainWizard:
         index = _index_of(report, choice.quant)
         if index is not None and report.quants[index].verdict != "no":
             return new_ctx, session.choice_at(report, index)
-        found = session.recommend_for(self.source(choice.repo), new_ctx)
-        if found is None:
+        best = best_index(report)  # on the same report: no second fit
+        if best is None:
             self.say(
                 f"No quant of {choice.name} fits at {new_ctx} tokens; the context stays "
                 f"{choice.ctx}."
             )
             return choice.ctx, choice
+        found = session.choice_at(report, best)
         self.say(f"{choice.quant} does not fit at {new_ctx} tokens; {found.quant} does.")
         return new_ctx, found
 
