@@ -20,4 +20,5 @@ class ChoiceError(ActionableError):
 
 
 class ProfileError(ValueError):
-    """A bundled hardware profile that does not exist or cannot be read (`--simulate`)."""
+    """The machine to detect cannot be used: a bundled hardware profile that does not exist or
+    cannot be read (`--simulate`), or a root directory that is no system root (`--root`)."""

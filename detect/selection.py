@@ -22,8 +22,7 @@ def default_gpus(inventory: Inventory) -> tuple[list[Gpu], list[str]]:
             if gpu.integrated:
                 notes.append(
                     f"GPU {gpu.index} ({gpu.name}) is integrated and is masked: llama.cpp would "
-                    "split layers onto it next to a discrete GPU and fail (gpu-detection.md "
-                    "pitfall 4)."
+                    "split layers onto it next to a discrete GPU and fail."
                 )
         usable = discrete
     by_vendor: dict[str, list[Gpu]] = {}

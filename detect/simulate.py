@@ -7,7 +7,8 @@ it. Detection then runs for real over that tree; nothing in the detector knows i
 
 The format (see any file in `detect/profiles/`):
 
-- ``name``, ``title``, ``sources`` (where every number came from)
+- ``name``, ``title``, ``description`` (one line for `--simulate list`: the machine it
+  records, in GiB), ``sources`` (where every number came from)
 - ``arch``, ``cpu`` {model, sockets, cores_per_socket, threads_per_core, flags}
 - ``memory`` {total_kib, available_kib}
 - ``pci``: list of {bdf, vendor, device, revision, class, subsystem_vendor, subsystem_device,
@@ -54,6 +55,24 @@ def _profile_dir() -> Path:
 
 def list_profiles() -> list[str]:
     return sorted(p.stem for p in _profile_dir().glob("*.json"))
+
+
+def describe_profiles() -> list[tuple[str, str]]:
+    """(name, one-line description) of every bundled profile, for `--simulate list`; the
+    title stands in for a profile without a description."""
+    described = []
+    for name in list_profiles():
+        profile = load_profile(name)
+        described.append((name, str(profile.get("description") or profile.get("title", ""))))
+    return described
+
+
+def profile_listing() -> str:
+    """`--simulate list`: a profile a line, its name first (what --simulate takes), then what
+    it is."""
+    described = describe_profiles()
+    width = max((len(name) for name, _ in described), default=0)
+    return "\n".join(f"{name:<{width}}  {text}".rstrip() for name, text in described)
 
 
 def load_profile(name: str) -> dict[str, Any]:

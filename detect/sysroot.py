@@ -6,7 +6,38 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from llama_wizard.detect.errors import ActionableError, ProfileError
+
 ROOT_ENV = "LLAMA_WIZARD_ROOT"
+# What a system root has: detection reads these (a tree with none of them would detect "0
+# cores, 0 B RAM" and look like a machine without GPUs).
+ROOT_MARKERS = ("sys", "proc", "dev")
+
+
+class RootError(ActionableError, ProfileError):
+    """--root (or LLAMA_WIZARD_ROOT) names no system root. A ProfileError too: like an unknown
+    --simulate profile, it names no machine to detect (the command line exits 2)."""
+
+
+def check_root(root: str | os.PathLike[str], where: str = "--root") -> Path:
+    """root as a Path when it looks like a system root: a directory holding sys/, proc/ or
+    dev/. Raises RootError saying what it is instead and what to give."""
+    path = Path(root).expanduser()
+    named = f"{where}={path}" if where == ROOT_ENV else f"{where} {path}"
+    fix = (
+        f"Give {where} a directory that holds a machine's /sys and /proc (a copy or a mounted "
+        "system), or leave it out to detect this machine."
+    )
+    if not path.exists():
+        raise RootError(f"{named}: there is no such directory.", fix)
+    if not path.is_dir():
+        raise RootError(f"{named}: a file, not a directory that stands for /.", fix)
+    if not any((path / marker).is_dir() for marker in ROOT_MARKERS):
+        raise RootError(
+            f"{named}: not a system root (it has no sys/, proc/ or dev/ directory).",
+            fix,
+        )
+    return path
 
 
 class SystemRoot:
@@ -17,7 +48,14 @@ class SystemRoot:
 
     @classmethod
     def from_env(cls, root: str | os.PathLike[str] | None = None) -> SystemRoot:
-        return cls(root or os.environ.get(ROOT_ENV) or "/")
+        """The root named (--root), else LLAMA_WIZARD_ROOT's, else /. A named root that is no
+        system root raises RootError."""
+        if root:
+            return cls(check_root(root))
+        named = os.environ.get(ROOT_ENV)
+        if named:
+            return cls(check_root(named, ROOT_ENV))
+        return cls("/")
 
     @property
     def is_host(self) -> bool:

@@ -11,6 +11,8 @@ from llama_wizard.models.catalogue import load_catalogue
 from llama_wizard.models.errors import ModelError
 from llama_wizard.models.estimate import (
     DEFAULT_CTX,
+    MODE_CHOICES,
+    MODES,
     Device,
     Estimate,
     EstimateOptions,
@@ -34,6 +36,15 @@ class LaunchSettings:
     # The build's backend (cpu, cuda, rocm, vulkan, metal): what `-fa auto` turns into. None: not
     # known (a --vram figure), judged by CUDA's rules.
     backend: str | None = None
+    # The run mode (models/estimate.py MODES), or auto: the best one each quant runs in.
+    mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODE_CHOICES:
+            raise ModelError(
+                f"There is no run mode {self.mode!r}.",
+                f"Choose one of: {', '.join(MODE_CHOICES)}.",
+            )
 
     def options(self, source: ModelSource, base: EstimateOptions | None = None) -> EstimateOptions:
         """`base` (cache types, ubatch) with this flash attention and these slots."""
@@ -70,8 +81,17 @@ def backend_for(gpus: list[Gpu]) -> str | None:
 
 
 def devices_from_gpus(gpus: list[Gpu]) -> list[Device]:
+    """The GPUs' usable memory (for an APU its carve-out plus GTT: Gpu.usable_bytes); an
+    integrated GPU's memory beyond the carve-out is system RAM, which the RAM check counts."""
     return [
-        Device(gpu.name, gpu.usable_bytes, gpu.index, gpu.memory_free_bytes)
+        Device(
+            gpu.name,
+            gpu.usable_bytes,
+            gpu.index,
+            gpu.memory_free_bytes,
+            unified=gpu.integrated,
+            dedicated_bytes=(gpu.vram_total_bytes or 0) if gpu.integrated else 0,
+        )
         for gpu in gpus
         if gpu.usable_bytes > 0
     ]
@@ -112,8 +132,26 @@ class FitReport:
         values = [d.free_bytes for d in self.devices]
         return None if any(v is None for v in values) else sum(values)  # type: ignore[misc]
 
-    def to_json(self) -> dict[str, Any]:
+    def quant_json(self, index: int, speed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One quant row of `fit --json` (the one place it is built): the estimate, its mode
+        (mode, n_gpu_layers, n_cpu_moe, host_bytes), the files, and its `speed` (Speed.to_json:
+        prompt and generation tokens/s, predicted or measured), which the caller works out:
+        a measurement is this machine's state (tui/measurements.py), not the model's."""
+        estimate, candidate = self.quants[index], self.source.candidates[index]
+        return {
+            **estimate.to_json(),
+            "files": candidate.files,
+            "bytes_precision": candidate.bytes_precision,
+            "sources": candidate.sources,
+            "speed": speed,
+        }
+
+    def to_json(self, speeds: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
+        """The `fit --json` document; `speeds` (one per quant, aligned with `quants`) fill the
+        rows' speed (None: not known)."""
         source = self.source
+        if speeds is not None and len(speeds) != len(self.quants):
+            raise ValueError("one speed per quant")
         return {
             "model": source.repo or source.name,
             "source": source.to_json(),
@@ -137,14 +175,10 @@ class FitReport:
                 }
                 for d in self.devices
             ],
+            "mode": self.settings.mode,
             "quants": [
-                {
-                    **e.to_json(),
-                    "files": c.files,
-                    "bytes_precision": c.bytes_precision,
-                    "sources": c.sources,
-                }
-                for e, c in zip(self.quants, source.candidates, strict=True)
+                self.quant_json(i, None if speeds is None else speeds[i])
+                for i in range(len(self.quants))
             ],
             "flags": source.flags,
             "notes": [*source.notes, *self.notes],
@@ -168,7 +202,7 @@ def fit_model(
     device is host memory); without, `options` say it all."""
     if not devices:
         raise ModelError(
-            "There is no GPU memory to fit a model into (no GPU detected or chosen).",
+            "There is no memory to fit a model into (no GPU, and the system RAM is not known).",
             "Choose GPUs with --gpu, or say how much memory to plan for with --vram 24GiB.",
         )
     context = default_context(source, ctx)
@@ -182,8 +216,11 @@ def fit_model(
     if cpu:
         # The CPU build's memory is the RAM itself: no per-GPU runtime overhead to add.
         opts = replace(opts, overhead_bytes=0)
+    mode = settings.mode if settings is not None else "auto"
     estimates = [
-        estimate(c.arch, c.layout, c.quant, opts, devices, host_memory_bytes=host_memory_bytes)
+        estimate(
+            c.arch, c.layout, c.quant, opts, devices, host_memory_bytes=host_memory_bytes, mode=mode
+        )
         for c in source.candidates
     ]
     report = FitReport(
@@ -213,7 +250,7 @@ def fit_model(
     free_now = report.memory_free_now_bytes
     if free_now is not None:
         busy = report.memory_bytes - free_now
-        best = next((e for e in estimates if e.verdict != "no"), None)
+        best = next((e for e in estimates if e.verdict != "no" and e.mode == "gpu"), None)
         if best and busy > best.free_bytes:
             report.notes.append(
                 f"Other processes hold {busy / (1 << 30):.1f} GiB of this GPU memory now; with "
@@ -252,6 +289,16 @@ class ModelChoice:
     flash_attn_enabled: bool = True
     # llama-server's slots (-np N) the estimate is for; None: llama-completion.
     n_parallel: int | None = None
+    # The run mode (models/estimate.py MODES) and its -ngl (hybrid: llama.cpp's count, the
+    # output layer included) and the RAM it needs.
+    mode: str = "gpu"
+    n_gpu_layers: int | None = None
+    host_bytes: int | None = None
+    mode_label: str = "GPU"
+    # The fit report and quant it was taken from (None: made by hand), so that its speed can be
+    # worked out without reading the model again; never compared, shown or saved.
+    report: FitReport | None = field(default=None, repr=False, compare=False)
+    index: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def hf_arg(self) -> str:
@@ -269,8 +316,17 @@ class ModelChoice:
             return ["-m", str(local.resolve() if local.exists() else local)]
         return ["-hf", self.hf_arg]
 
+    def placement_args(self) -> list[str]:
+        """-ngl for the mode: 99 (every layer; moe-offload adds --n-cpu-moe), N for hybrid
+        (llama.cpp's count: the output layer and the last N - 1 layers), 0 for cpu."""
+        if self.mode == "hybrid" and self.n_gpu_layers is not None:
+            return ["-ngl", str(self.n_gpu_layers)]
+        if self.mode == "cpu":
+            return ["-ngl", "0"]
+        return ["-ngl", "99"]
+
     def launch_args(self) -> list[str]:
-        args = [*self.source_args(), "-c", str(self.ctx), "-ngl", "99"]
+        args = [*self.source_args(), "-c", str(self.ctx), *self.placement_args()]
         args += [*LaunchSettings(self.flash_attn).launch_args(), *self.flags]
         if self.n_cpu_moe:
             args += ["--n-cpu-moe", str(self.n_cpu_moe)]
@@ -298,6 +354,10 @@ class ModelChoice:
             "memory_bytes": self.memory_bytes,
             "flags": self.flags,
             "n_cpu_moe": self.n_cpu_moe,
+            "mode": self.mode,
+            "mode_label": self.mode_label,
+            "n_gpu_layers": self.n_gpu_layers,
+            "host_bytes": self.host_bytes,
             "tensor_split": self.tensor_split,
             "launch_args": self.launch_args(),
             "server_args": self.server_args(),
@@ -308,13 +368,17 @@ class ModelChoice:
         }
 
 
-def best_quant_index(report: FitReport) -> int | None:
-    """The quant to take from a report: the largest that fits with room to spare, else the
-    largest tight one; None when none fits."""
-    for wanted in ("fits", "tight"):
-        matching = [i for i, e in enumerate(report.quants) if e.verdict == wanted]
-        if matching:
-            return max(matching, key=lambda i: report.quants[i].file_bytes)
+def best_quant_index(report: FitReport, modes: tuple[str, ...] = MODES) -> int | None:
+    """The quant to take from a report: the best mode first (all on the GPUs before any part
+    in RAM), then within it the largest quant that fits with room to spare, else the largest
+    tight one; None when none runs (in `modes`)."""
+    for mode in modes:
+        for wanted in ("fits", "tight"):
+            matching = [
+                i for i, e in enumerate(report.quants) if e.verdict == wanted and e.mode == mode
+            ]
+            if matching:
+                return max(matching, key=lambda i: report.quants[i].file_bytes)
     return None
 
 
@@ -343,17 +407,29 @@ def recommend(
             for repo in catalogue.recommended
             if (m := catalogue.find(repo)) is not None and (not quant or m.quant(quant))
         ]
-    # Without a context asked for: 32768 tokens, then smaller ones before giving up.
+    # Without a context asked for: 32768 tokens, then smaller ones before giving up. A model
+    # that runs all on the GPUs (at any of these contexts) before one that needs RAM.
     contexts = [ctx] if ctx else [None, 8192, 4096]
+    reports: dict[tuple[int, int | None], FitReport] = {}
     found = None
-    for context in contexts:
-        for source in sources:
-            report = fit_model(
-                source, devices, context, host_memory_bytes=host_memory_bytes, settings=settings
-            )
-            best = best_quant_index(report)
-            if best is not None:
-                found = (source, report, best)
+    for mode in MODES:
+        for context in contexts:
+            for number, source in enumerate(sources):
+                key = (number, context)
+                if key not in reports:
+                    reports[key] = fit_model(
+                        source,
+                        devices,
+                        context,
+                        host_memory_bytes=host_memory_bytes,
+                        settings=settings,
+                    )
+                report = reports[key]
+                best = best_quant_index(report, (mode,))
+                if best is not None:
+                    found = (source, report, best)
+                    break
+            if found:
                 break
         if found:
             break
@@ -362,11 +438,21 @@ def recommend(
     source, report, index = found
     chosen = report.quants[index]
     candidate = source.candidates[index]
+    if chosen.mode == "gpu":
+        where = f"{chosen.memory_bytes / (1 << 30):.1f} GiB"
+    elif chosen.mode == "cpu" and all(d.host for d in report.devices):
+        where = "the system RAM"
+    else:
+        where = f"{_mode_words(chosen)}"
     reasons = [
-        f"{candidate.quant} ({chosen.file_bytes / 1e9:.1f} GB) is the largest quant of "
+        f"{candidate.quant} ({chosen.file_bytes / (1 << 30):.1f} GiB) is the largest quant of "
         f"{source.name} that {'fits' if chosen.verdict == 'fits' else 'just fits'} "
-        f"{chosen.memory_bytes / (1 << 30):.1f} GiB at a {report.ctx}-token context, "
-        f"leaving {chosen.free_bytes / (1 << 30):.1f} GiB free."
+        f"{where} at a {report.ctx}-token context"
+        + (
+            f", leaving {chosen.free_bytes / (1 << 30):.1f} GiB free."
+            if chosen.mode == "gpu"
+            else "."
+        )
     ]
     if chosen.max_ctx:
         reasons.append(f"The largest context that fits with it is {chosen.max_ctx} tokens.")
@@ -429,6 +515,15 @@ def plan_model(
     return ModelPlan(choice, recommendation)
 
 
+def _mode_words(chosen: Estimate) -> str:
+    ram = f"{(chosen.host_bytes or 0) / (1 << 30):.1f} GiB of system RAM"
+    if chosen.mode == "moe-offload":
+        return f"the GPUs with the experts of {chosen.n_cpu_moe} layers in {ram}"
+    if chosen.mode == "hybrid":
+        return f"the GPUs with -ngl {chosen.n_gpu_layers} and the rest in {ram}"
+    return f"the CPU in {ram}"
+
+
 def choice_from_report(
     report: FitReport, index: int, reasons: list[str] | None = None
 ) -> ModelChoice:
@@ -455,10 +550,16 @@ def choice_from_report(
         flags=source.flags,
         n_cpu_moe=chosen.n_cpu_moe,
         tensor_split=chosen.tensor_split,
+        mode=chosen.mode,
+        n_gpu_layers=chosen.n_gpu_layers,
+        host_bytes=chosen.host_bytes,
+        mode_label=chosen.mode_label,
         flash_attn=report.settings.flash_attn,
         flash_attn_enabled=report.options.flash_attn,
         n_parallel=report.settings.n_parallel,
         reasons=reasons,
+        report=report,
+        index=index,
     )
 
 

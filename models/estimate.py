@@ -40,6 +40,26 @@ Verdicts, against the memory of the chosen devices:
   estimate assumed adds n_ctx x n_head x n_ubatch x 4 bytes, and a desktop or another process
   takes its share: under a fifth of the card free, any of these can tip it over.
 * `fits`: otherwise.
+
+Run modes (`MODES`), the best first; a quant's verdict is that of the best mode it runs in:
+
+* `gpu`: every layer on the GPUs (-ngl 99), judged as above.
+* `moe-offload`: the expert tensors of the first N layers in host RAM (--n-cpu-moe N), the
+  smallest N that leaves every GPU OFFLOAD_MARGIN free.
+* `hybrid`: -ngl N, the largest N that leaves every GPU OFFLOAD_MARGIN free. llama.cpp counts
+  the output layer as one of the N (src/llama-model.cpp at 0c1e570: i_gpu_start =
+  n_layer + 1 - n_gpu_layers, the output layer is layer n_layer), so -ngl N puts the output layer
+  and the last N - 1 repeating layers on the GPUs, the first layers in RAM.
+* `cpu`: everything in host RAM (the CPU build; -ngl 0 on a GPU build).
+
+Host RAM is checked in every mode: what llama.cpp keeps in host buffers (the input embedding,
+the pinned compute buffer, the layers and experts left in RAM; for an integrated GPU also the
+part of its memory beyond the carve-out, which is system RAM) must fit the available RAM minus
+host_margin(): 2 GiB or 10 % of it, whichever is more. 1 GiB is what llama.cpp --fit keeps free
+of host memory (common/fit.cpp); the rest covers what MemAvailable overstates (page cache that
+cannot all be dropped, tmpfs) and what the desktop, the wizard and the page cache of a
+memory-mapped model file take while it runs. Within that, the tight rule above applies to RAM
+too. `no` only when not even the cpu mode fits in RAM (or in the mode forced).
 """
 
 from __future__ import annotations
@@ -60,6 +80,14 @@ KV_PAD = 256
 DEFAULT_UBATCH = 512
 DEFAULT_CTX = 32768
 F16 = cache_type("f16")
+MODES = ("gpu", "moe-offload", "hybrid", "cpu")
+MODE_CHOICES = ("auto", *MODES)
+# What a GPU keeps free when the estimate chooses how much to put on it (moe-offload, hybrid):
+# llama.cpp --fit's default target (-fitt 1024 MiB), beside the per-device overhead above.
+OFFLOAD_MARGIN = 1 * GIB
+HOST_MARGIN_MIN = 2 * GIB
+HOST_MARGIN_FRACTION = 0.10
+VERDICT_ORDER = ("fits", "tight", "no")
 
 
 def pad(value: int, to: int = KV_PAD) -> int:
@@ -180,6 +208,10 @@ class Device:
     index: int | None = None
     free_bytes: int | None = None
     host: bool = False  # system RAM for the CPU build: no GPU driver context to allow for
+    # An integrated GPU (APU): what it holds beyond its dedicated carve-out (`dedicated_bytes`)
+    # is system RAM (GTT), so it counts against the host RAM too.
+    unified: bool = False
+    dedicated_bytes: int = 0
 
 
 class MemorySplit:
@@ -265,10 +297,20 @@ class Estimate(MemorySplit):
     host_memory_bytes: int | None = None
     exact: bool = True
     notes: list[str] = field(default_factory=list)
+    # The run mode the verdict is for (MODES), and the model's repeating layers (for its label).
+    mode: str = "gpu"
+    n_layer: int = 0
+
+    @property
+    def mode_label(self) -> str:
+        """A short label for the mode: "GPU", "MoE→RAM 12", "hybrid 30/49", "CPU"."""
+        return mode_label(self.mode, self.n_gpu_layers, self.n_cpu_moe, self.n_layer)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "quant": self.quant,
+            "mode": self.mode,
+            "mode_label": self.mode_label,
             "file_bytes": self.file_bytes,
             "weights_bytes": self.weights_bytes,
             "kv_bytes": self.kv_bytes,
@@ -281,6 +323,7 @@ class Estimate(MemorySplit):
             "n_gpu_layers": self.n_gpu_layers,
             "n_cpu_moe": self.n_cpu_moe,
             "host_bytes": self.host_bytes,
+            "host_memory_bytes": self.host_memory_bytes,
             "tensor_split": self.tensor_split,
             "exact": self.exact,
             "devices": [d.to_json() for d in self.devices],
@@ -463,6 +506,13 @@ def tensor_split_arg(fractions: list[float]) -> list[int]:
     return [p // divisor for p in parts]
 
 
+def gpu_layer_indices(n_layer: int, n_gpu_layers: int) -> list[int]:
+    """The layers llama.cpp puts on the GPUs for -ngl N: n_layer + 1 - N .. n_layer, where
+    layer n_layer is the output layer (src/llama-model.cpp i_gpu_start at 0c1e570)."""
+    ngl = max(0, min(n_gpu_layers, n_layer + 1))
+    return list(range(n_layer + 1 - ngl, n_layer + 1))
+
+
 def place(
     arch: ModelArch,
     layout: WeightsLayout,
@@ -473,9 +523,16 @@ def place(
     n_cpu_moe: int = 0,
     fractions: list[float] | None = None,
 ) -> Placement:
-    """Where llama.cpp puts each layer: the last `n_gpu_layers` repeating layers on the GPUs
-    (spread by the -ts fractions, in order), the output layer on the last GPU when every layer is
-    offloaded, experts of the first `n_cpu_moe` layers in host memory.
+    """Where llama.cpp puts each layer for `-ngl n_gpu_layers` (None: all of them) and
+    `--n-cpu-moe n_cpu_moe`.
+
+    llama.cpp counts the output layer as layer n_layer: -ngl N puts layers n_layer + 1 - N ..
+    n_layer on the GPUs (src/llama-model.cpp i_gpu_start at 0c1e570), that is the output layer
+    and the last N - 1 repeating layers; the first layers stay in host memory. The repeating
+    layers on the GPUs are spread by the -ts fractions, in order, the output layer on the last
+    GPU. The experts (ffn_{gate,up,down}_exps) of the first `n_cpu_moe` layers stay in host
+    memory (common/arg.cpp --n-cpu-moe: a blk.I.ffn_(up|down|gate)_exps override to the CPU
+    for I < N). The input embedding always stays in host memory.
 
     On the CPU build (every device is host memory) there is one place: every tensor once (the
     input embedding too, and no second copy of tied embeddings), one compute buffer and no
@@ -483,7 +540,7 @@ def place(
     if devices and all(d.host for d in devices):
         return _place_on_host(arch, layout, opts, devices)
     n_layer = arch.n_layer
-    ngl = n_layer if n_gpu_layers is None else max(0, min(n_gpu_layers, n_layer))
+    ngl = n_layer + 1 if n_gpu_layers is None else max(0, min(n_gpu_layers, n_layer + 1))
     kv = kv_layer_bytes(arch, opts)
     rs = recurrent_layer_bytes(arch, opts)
     fractions = fractions or split_fractions(
@@ -496,27 +553,30 @@ def place(
         cumulative.append(running)
     plans = [DevicePlan(d.name, d.index, d.memory_bytes) for d in devices]
     host = layout.token_embd_host + host_compute_bytes(arch, opts)
-    first_gpu = n_layer - ngl
+    on_gpus = gpu_layer_indices(n_layer, ngl)
+    output_on_gpu = n_layer in on_gpus
+    first_gpu = on_gpus[0] if on_gpus else n_layer
+    on_gpu = n_layer - first_gpu  # repeating layers on the GPUs
     for il in range(n_layer):
         layer_bytes = layout.layers[il]
         experts = layout.layer_experts[il] if il < n_cpu_moe else 0
         if il < first_gpu:
             host += layer_bytes + kv[il] + rs[il]
             continue
-        position = (il - first_gpu) / max(ngl, 1)
+        position = (il - first_gpu) / max(on_gpu, 1)
         index = next((i for i, c in enumerate(cumulative) if position < c - 1e-9), len(plans) - 1)
         plan = plans[index]
         plan.layers += 1
         plan.weights_bytes += layer_bytes - experts
         plan.kv_bytes += kv[il] + rs[il]
         host += experts
-    if ngl == n_layer:
+    if output_on_gpu:
         plans[-1].weights_bytes += layout.output + layout.other
     else:
         host += layout.output + layout.other
     for plan in plans:
         plan.overhead_bytes = opts.overhead_bytes
-        if plan.layers or (plan is plans[-1] and ngl == n_layer):
+        if plan.layers or (plan is plans[-1] and output_on_gpu):
             plan.compute_bytes = compute_bytes(arch, opts)
     return Placement(plans, host, ngl, n_cpu_moe)
 
@@ -526,14 +586,26 @@ def _place_on_host(
 ) -> Placement:
     plans = [DevicePlan(d.name, d.index, d.memory_bytes) for d in devices]
     plan = plans[0]
-    output = layout.output - (layout.token_embd_host if arch.tied_embeddings else 0)
     plan.layers = arch.n_layer
-    plan.weights_bytes = sum(layout.layers) + output + layout.other + layout.token_embd_host
+    plan.weights_bytes = host_weights_bytes(arch, layout)
     plan.kv_bytes = sum(kv_layer_bytes(arch, opts)) + sum(recurrent_layer_bytes(arch, opts))
     plan.compute_bytes = compute_bytes(arch, opts)
     for each in plans:
         each.overhead_bytes = opts.overhead_bytes
     return Placement(plans, 0, arch.n_layer, 0)
+
+
+def host_weights_bytes(arch: ModelArch, layout: WeightsLayout) -> int:
+    """Every tensor once, in host memory (the CPU build): the input embedding too, and tied
+    embeddings once."""
+    output = layout.output - (layout.token_embd_host if arch.tied_embeddings else 0)
+    return sum(layout.layers) + output + layout.other + layout.token_embd_host
+
+
+def cpu_ram_bytes(arch: ModelArch, layout: WeightsLayout, opts: EstimateOptions) -> int:
+    """Host RAM for the cpu mode: what the CPU build allocates (weights, KV cache, compute)."""
+    kv = sum(kv_layer_bytes(arch, opts)) + sum(recurrent_layer_bytes(arch, opts))
+    return host_weights_bytes(arch, layout) + kv + compute_bytes(arch, opts)
 
 
 def verdict(free_bytes: int, memory_bytes: int, fits: bool) -> str:
@@ -544,16 +616,91 @@ def verdict(free_bytes: int, memory_bytes: int, fits: bool) -> str:
     return "fits"
 
 
+def worst(*verdicts: str) -> str:
+    return max(verdicts, key=VERDICT_ORDER.index)
+
+
+def host_margin(available_bytes: int) -> int:
+    """RAM kept free of a model: 2 GiB or 10 % of the available RAM (module docstring)."""
+    return max(HOST_MARGIN_MIN, int(HOST_MARGIN_FRACTION * available_bytes))
+
+
+def ram_verdict(need_bytes: int, available_bytes: int | None) -> str:
+    """Whether `need_bytes` of host RAM fit the available RAM minus host_margin(), with the
+    tight rule on what is left; "fits" when the RAM is not known (a --vram figure alone)."""
+    if available_bytes is None:
+        return "fits"
+    usable = available_bytes - host_margin(available_bytes)
+    return verdict(usable - need_bytes, usable, need_bytes <= usable)
+
+
+def ram_need(placement: Placement, devices: list[Device]) -> int:
+    """Host RAM a GPU placement takes: its host buffers, plus what an integrated GPU holds
+    beyond its carve-out (system RAM mapped as GTT)."""
+    shared = sum(
+        max(plan.total_bytes - device.dedicated_bytes, 0)
+        for plan, device in zip(placement.devices, devices, strict=True)
+        if device.unified
+    )
+    return placement.host_bytes + shared
+
+
+def mode_label(mode: str, n_gpu_layers: int | None, n_cpu_moe: int | None, n_layer: int) -> str:
+    if mode == "moe-offload":
+        return f"MoE→RAM {n_cpu_moe}"
+    if mode == "hybrid":
+        return f"hybrid {n_gpu_layers}/{n_layer + 1}"
+    return {"gpu": "GPU", "cpu": "CPU"}.get(mode, mode)
+
+
+def _leaves_margin(placement: Placement) -> bool:
+    return all(d.free_bytes >= OFFLOAD_MARGIN for d in placement.devices)
+
+
+def _first_true(low: int, high: int, test: Any) -> int | None:
+    """The smallest n in [low, high] with test(n), for a test that stays true once true."""
+    if low > high or not test(high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if test(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _last_true(low: int, high: int, test: Any) -> int | None:
+    """The largest n in [low, high] with test(n), for a test that stays true below it."""
+    if low > high or not test(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        if test(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def max_context(
-    arch: ModelArch, layout: WeightsLayout, opts: EstimateOptions, devices: list[Device]
+    arch: ModelArch,
+    layout: WeightsLayout,
+    opts: EstimateOptions,
+    devices: list[Device],
+    runs: Any = None,
 ) -> int | None:
     """The largest context (a multiple of 256, up to the training context) at which the model
-    still fits fully offloaded, or None when it does not fit at 256."""
+    still fits fully offloaded (or, with `runs`, at which runs(options) holds), or None when it
+    does not fit at 256."""
     limit = arch.context_length or opts.ctx
     low, high = 1, max(limit // KV_PAD, 1)
 
     def fits(cells: int) -> bool:
-        return place(arch, layout, replace(opts, ctx=cells * KV_PAD), devices).fits
+        changed = replace(opts, ctx=cells * KV_PAD)
+        if runs is not None:
+            return bool(runs(changed))
+        return place(arch, layout, changed, devices).fits
 
     if not fits(low):
         return None
@@ -568,21 +715,17 @@ def max_context(
     return low * KV_PAD
 
 
-def estimate(
-    arch: ModelArch,
-    layout: WeightsLayout,
+def _estimate_of(
+    full: Placement,
     quant: str,
     opts: EstimateOptions,
-    devices: list[Device],
-    *,
-    host_memory_bytes: int | None = None,
+    layout: WeightsLayout,
+    memory: int,
+    **rest: Any,
 ) -> Estimate:
-    if not devices:
-        raise ValueError("estimate needs at least one device")
-    full = place(arch, layout, opts, devices)
-    memory = sum(d.memory_bytes for d in devices)
-    fractions = split_fractions(devices, opts.overhead_bytes + compute_bytes(arch, opts))
-    result = Estimate(
+    """An Estimate of a placement: the memory it takes on its devices summed; `rest` says the
+    verdict, mode and what differs between the GPU and the CPU-only estimate."""
+    return Estimate(
         quant=quant,
         ctx=opts.ctx,
         file_bytes=layout.file_bytes,
@@ -591,54 +734,282 @@ def estimate(
         compute_bytes=sum(d.compute_bytes for d in full.devices),
         overhead_bytes=sum(d.overhead_bytes for d in full.devices),
         memory_bytes=memory,
+        devices=full.devices,
+        exact=layout.exact,
+        **rest,
+    )
+
+
+@dataclass
+class _Run:
+    """One mode tried: its placement on the GPUs (None for cpu mode on the CPU build), the RAM
+    it needs and its verdict."""
+
+    mode: str
+    placement: Placement | None
+    ram_bytes: int
+    verdict: str
+    note: str | None = None
+
+
+def estimate(
+    arch: ModelArch,
+    layout: WeightsLayout,
+    quant: str,
+    opts: EstimateOptions,
+    devices: list[Device],
+    *,
+    host_memory_bytes: int | None = None,
+    mode: str = "auto",
+) -> Estimate:
+    """One quant on these devices, in `mode` (MODE_CHOICES; auto: the best mode it runs in)."""
+    if not devices:
+        raise ValueError("estimate needs at least one device")
+    if mode not in MODE_CHOICES:
+        raise ValueError(f"mode is one of {', '.join(MODE_CHOICES)}, not {mode!r}")
+    if all(d.host for d in devices):
+        return _estimate_on_host(
+            arch,
+            layout,
+            quant,
+            opts=opts,
+            devices=devices,
+            host_memory_bytes=host_memory_bytes,
+            mode=mode,
+        )
+    full = place(arch, layout, opts, devices)
+    memory = sum(d.memory_bytes for d in devices)
+    fractions = split_fractions(devices, opts.overhead_bytes + compute_bytes(arch, opts))
+    result = _estimate_of(
+        full,
+        quant,
+        opts,
+        layout,
+        memory,
         verdict=verdict(full.free_bytes, memory, full.fits),
         max_ctx=max_context(arch, layout, opts, devices),
-        devices=full.devices,
         tensor_split=tensor_split_arg(fractions) if len(devices) > 1 else None,
         host_bytes=full.host_bytes,
         host_memory_bytes=host_memory_bytes,
-        exact=layout.exact,
         notes=list(layout.notes),
+        mode="gpu",
+        n_layer=arch.n_layer,
     )
-    if result.verdict != "no":
+    gpu_ram = ram_need(full, devices)
+    result.verdict = worst(result.verdict, ram_verdict(gpu_ram, host_memory_bytes))
+    if result.verdict != "no" and mode in ("auto", "gpu"):
         result.n_gpu_layers = arch.n_layer + 1
         return result
-    if all(d.host for d in devices):
-        return result  # the CPU build: nowhere else to put anything
-    if arch.is_moe and layout.experts_total:
-        for n in range(1, arch.n_layer + 1):
-            moved = place(arch, layout, opts, devices, n_cpu_moe=n)
-            if moved.fits:
-                if host_memory_bytes is not None and moved.host_bytes > host_memory_bytes:
-                    result.notes.append(
-                        f"--n-cpu-moe {n} would fit the GPU memory but needs "
-                        f"{moved.host_bytes / GIB:.1f} GiB of host RAM, more than the "
-                        f"{host_memory_bytes / GIB:.1f} GiB available"
-                    )
-                    break
-                result.n_cpu_moe = n
-                result.n_gpu_layers = arch.n_layer + 1
-                result.host_bytes = moved.host_bytes
-                result.notes.append(
-                    f"does not fit in VRAM; with --n-cpu-moe {n} the experts of the first {n} "
-                    "layers stay in system RAM"
-                )
-                return result
-    for ngl in range(arch.n_layer - 1, -1, -1):
-        partial = place(arch, layout, opts, devices, n_gpu_layers=ngl)
-        if partial.fits:
-            if host_memory_bytes is not None and partial.host_bytes > host_memory_bytes:
-                result.notes.append(
-                    "does not fit in VRAM + RAM: a partial offload needs "
-                    f"{partial.host_bytes / GIB:.1f} GiB of host RAM"
-                )
-                break
-            if ngl:
-                result.n_gpu_layers = ngl
-                result.host_bytes = partial.host_bytes
-                result.notes.append(
-                    f"does not fit in VRAM; -ngl {ngl} offloads {ngl} of {arch.n_layer} layers "
-                    "and runs the rest on the CPU (slow)"
-                )
-            break
+    if mode == "gpu":
+        return result
+    if mode == "auto" and host_memory_bytes is None:
+        # Without the RAM known (a --vram figure alone) no mode that puts part of the model in
+        # RAM can be judged: all on the GPUs or nothing.
+        return result
+    tried = [
+        run
+        for name in (MODES[1:] if mode == "auto" else (mode,))
+        if (
+            run := _try_mode(
+                name,
+                arch,
+                layout=layout,
+                opts=opts,
+                devices=devices,
+                host_memory_bytes=host_memory_bytes,
+            )
+        )
+        is not None
+    ]
+    chosen = next((r for r in tried if r.verdict != "no"), None)
+    if chosen is None:
+        # Nothing runs: the full placement stays shown, with why each other mode does not.
+        result.notes += [r.note for r in tried if r.note]
+        if mode != "auto":
+            result.mode, result.verdict = mode, "no"
+        return result
+    return _as_mode(
+        result,
+        chosen,
+        arch=arch,
+        layout=layout,
+        opts=opts,
+        devices=devices,
+        host_memory_bytes=host_memory_bytes,
+    )
+
+
+def _try_mode(
+    mode: str,
+    arch: ModelArch,
+    *,
+    layout: WeightsLayout,
+    opts: EstimateOptions,
+    devices: list[Device],
+    host_memory_bytes: int | None,
+) -> _Run | None:
+    """The placement of a mode on GPUs (the smallest --n-cpu-moe / the largest -ngl that leaves
+    each GPU OFFLOAD_MARGIN free, else one that fits at all) and its verdict; None for a mode
+    that does not apply (moe-offload for a dense model)."""
+    n_layer = arch.n_layer
+    memory = sum(d.memory_bytes for d in devices)
+    if mode == "cpu":
+        placement = place(arch, layout, opts, devices, n_gpu_layers=0)
+        # The CPU build's figures (every tensor, KV and compute in RAM) instead of the GPU
+        # placement's host buffers; an integrated GPU's own share on top.
+        need = cpu_ram_bytes(arch, layout, opts) + ram_need(placement, devices)
+        need -= placement.host_bytes
+        said = ram_verdict(need, host_memory_bytes)
+        note = None
+        if said == "no":
+            note = f"Everything in system RAM (cpu mode) needs {need / GIB:.1f} GiB of RAM" + (
+                f", more than the {_usable_text(host_memory_bytes)}." if host_memory_bytes else "."
+            )
+        return _Run("cpu", placement, need, said, note)
+    if mode == "moe-offload":
+        if not (arch.is_moe and layout.experts_total):
+            return _Run(mode, None, 0, "no", "moe-offload needs a mixture-of-experts model.")
+
+        def moved(n: int) -> Placement:
+            return place(arch, layout, opts, devices, n_cpu_moe=n)
+
+        n = _first_true(1, n_layer, lambda k: _leaves_margin(moved(k)))
+        if n is None:
+            n = _first_true(1, n_layer, lambda k: moved(k).fits)
+        if n is None:
+            return _Run(
+                mode,
+                None,
+                0,
+                "no",
+                "Even with every expert in system RAM the rest does not fit the GPU memory.",
+            )
+        placement = moved(n)
+        what = f"--n-cpu-moe {n} (the experts of the first {n} layers in system RAM)"
+    else:  # hybrid
+
+        def offloaded(k: int) -> Placement:
+            return place(arch, layout, opts, devices, n_gpu_layers=k)
+
+        n = _last_true(1, n_layer, lambda k: _leaves_margin(offloaded(k)))
+        if n is None:
+            n = _last_true(1, n_layer, lambda k: offloaded(k).fits)
+        if n is None:
+            return _Run(mode, None, 0, "no", "Not even one layer fits the GPU memory.")
+        placement = offloaded(n)
+        what = f"-ngl {n} ({n} of {n_layer + 1} layers on the GPUs, the rest in system RAM)"
+    need = ram_need(placement, devices)
+    gpu = "fits" if _leaves_margin(placement) else verdict(placement.free_bytes, memory, True)
+    said = worst(gpu, ram_verdict(need, host_memory_bytes))
+    note = None
+    if said == "no":
+        note = f"{what} would fit the GPU memory but needs {need / GIB:.1f} GiB of system RAM, " + (
+            f"more than the {_usable_text(host_memory_bytes)}." if host_memory_bytes else "."
+        )
+    return _Run(mode, placement, need, said, note)
+
+
+def _usable_text(host_memory_bytes: int | None) -> str:
+    if host_memory_bytes is None:
+        return "RAM"
+    usable = host_memory_bytes - host_margin(host_memory_bytes)
+    return (
+        f"{usable / GIB:.1f} GiB usable ({host_memory_bytes / GIB:.1f} GiB available less "
+        f"{host_margin(host_memory_bytes) / GIB:.1f} GiB kept free)"
+    )
+
+
+def _as_mode(
+    result: Estimate,
+    run: _Run,
+    *,
+    arch: ModelArch,
+    layout: WeightsLayout,
+    opts: EstimateOptions,
+    devices: list[Device],
+    host_memory_bytes: int | None,
+) -> Estimate:
+    """The estimate for the mode chosen: the GPUs' part of its split, the RAM it needs, and the
+    largest context at which the same flags still run."""
+    placement = run.placement
+    assert placement is not None
+    plans = placement.devices
+    result.mode = run.mode
+    result.verdict = run.verdict
+    result.devices = plans
+    result.weights_bytes = sum(d.weights_bytes for d in plans)
+    result.kv_bytes = sum(d.kv_bytes for d in plans)
+    result.compute_bytes = sum(d.compute_bytes for d in plans)
+    result.overhead_bytes = sum(d.overhead_bytes for d in plans)
+    result.host_bytes = run.ram_bytes
+    ngl, n_cpu_moe = placement.n_gpu_layers, placement.n_cpu_moe
+    result.n_gpu_layers = ngl if run.mode != "moe-offload" else arch.n_layer + 1
+    result.n_cpu_moe = n_cpu_moe or None
+
+    def runs(changed: EstimateOptions) -> bool:
+        again = place(arch, layout, changed, devices, n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe)
+        if run.mode == "cpu":
+            need = cpu_ram_bytes(arch, layout, changed)
+            need += ram_need(again, devices) - again.host_bytes
+            return ram_verdict(need, host_memory_bytes) != "no"
+        return again.fits and ram_verdict(ram_need(again, devices), host_memory_bytes) != "no"
+
+    result.max_ctx = max_context(arch, layout, opts, devices, runs)
+    ram = f"{run.ram_bytes / GIB:.1f} GiB of system RAM"
+    result.notes.append(
+        {
+            "moe-offload": f"Does not fit the GPU memory whole; with --n-cpu-moe {n_cpu_moe} the "
+            f"experts of the first {n_cpu_moe} layers stay in system RAM ({ram}).",
+            "hybrid": f"Does not fit the GPU memory whole; -ngl {ngl} puts {ngl} of "
+            f"{arch.n_layer + 1} layers on the GPUs and runs the rest on the CPU ({ram}; slow).",
+            "cpu": f"Runs on the CPU, all in system RAM ({ram}; slow).",
+        }[run.mode]
+    )
+    if any(d.unified for d in devices) and run.mode != "cpu":
+        result.notes.append(
+            "The integrated GPU's memory beyond its carve-out is system RAM: counted in the RAM "
+            "needed."
+        )
     return result
+
+
+def _estimate_on_host(
+    arch: ModelArch,
+    layout: WeightsLayout,
+    quant: str,
+    *,
+    opts: EstimateOptions,
+    devices: list[Device],
+    host_memory_bytes: int | None,
+    mode: str,
+) -> Estimate:
+    """The CPU build: the devices are the RAM itself, the mode is cpu."""
+    full = place(arch, layout, opts, devices)
+    memory = sum(d.memory_bytes for d in devices)
+    available = memory if host_memory_bytes is None else host_memory_bytes
+
+    def runs(changed: EstimateOptions) -> bool:
+        total = place(arch, layout, changed, devices).devices[0].total_bytes
+        return ram_verdict(total, available) != "no"
+
+    total = sum(d.total_bytes for d in full.devices)
+    said = ram_verdict(total, available)
+    notes = list(layout.notes)
+    if mode not in ("auto", "cpu"):
+        said = "no"
+        notes.append(f"There is no GPU to run in {mode} mode: only the CPU (cpu mode).")
+    return _estimate_of(
+        full,
+        quant,
+        opts,
+        layout,
+        memory,
+        verdict=said,
+        max_ctx=max_context(arch, layout, opts, devices, runs),
+        n_gpu_layers=None,
+        host_bytes=total,
+        host_memory_bytes=available,
+        notes=notes,
+        mode="cpu" if mode == "auto" else mode,
+        n_layer=arch.n_layer,
+    )

@@ -277,11 +277,10 @@ def read_local(path: str | Path) -> GgufHeader:
         raise not_gguf_error(str(path), first)
     try:
         reader = gguf.GGUFReader(path, "r")
-    except (ValueError, OSError, IndexError, KeyError, struct.error) as error:
-        raise GgufError(
-            f"{path} is not a complete GGUF file ({error}).",
-            "The file is probably truncated (an interrupted download): download it again.",
-        ) from None
+    except (ValueError, OSError, IndexError, KeyError, struct.error):
+        # GGUFReader's own words are numpy's ("cannot reshape array ..."): our parser says what
+        # is missing instead.
+        raise _incomplete(path) from None
     metadata: dict[str, Any] = {}
     for key, reader_field in reader.fields.items():
         if key.startswith("GGUF."):
@@ -305,13 +304,64 @@ def read_local(path: str | Path) -> GgufHeader:
         sources=[str(path)],
     )
     # GGUFReader does not check that the tensor data is really there.
-    end = max((t.offset + t.n_bytes for t in tensors), default=0) + header.data_offset
+    end = header_end(header)
     if header.file_bytes is not None and end > header.file_bytes:
-        raise GgufError(
-            f"{path} is truncated: its tensors need {end} bytes, the file has {header.file_bytes}.",
-            "The download was interrupted: download the file again.",
-        )
+        raise truncated_error(str(path), header.file_bytes, end)
     return header
+
+
+HEADER_READ_LIMIT = 256 << 20  # a header longer than this is corrupt, not merely long
+
+
+def header_end(header: GgufHeader) -> int:
+    """The size a complete file with this header has: where its last tensor's data ends."""
+    return header.data_offset + max((t.offset + t.n_bytes for t in header.tensors), default=0)
+
+
+def truncated_error(what: str, size: int, needed: int | None) -> GgufError:
+    """A file that ends before it should: its size, and what a complete one has when known."""
+    from llama_wizard.models.sizes import human_bytes
+
+    def shown(count: int) -> str:  # exact bytes too: 33.0 MiB and 33.0 MiB may differ
+        return f"{human_bytes(count)} ({count} bytes)" if count >= 1024 else f"{count} bytes"
+
+    if needed is None:
+        detail = f"it ends inside its header, after {shown(size)}"
+    else:
+        detail = f"its tensors need {shown(needed)}, the file has {shown(size)}"
+    return GgufError(
+        f"{what} is truncated, not a complete GGUF file: {detail}.",
+        "The download was interrupted: download the file again (or delete it and let "
+        "llama.cpp's -hf fetch it anew).",
+    )
+
+
+def _incomplete(path: Path) -> GgufError:
+    """Why GGUFReader could not read a file that starts like a GGUF: our own parse of its
+    header says whether the file ends inside the header or inside the tensor data."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            data = handle.read(min(size, HEADER_READ_LIMIT))
+    except OSError as error:
+        return GgufError(
+            f"Cannot read {path}: {error.strerror or error}.",
+            "Check the path and that you may read the file.",
+        )
+    try:
+        header = parse_header(data, str(path))
+    except NeedMoreBytes:
+        return truncated_error(str(path), size, None)
+    except GgufError as error:
+        return error
+    end = header_end(header)
+    if end > size:
+        return truncated_error(str(path), size, end)
+    return GgufError(
+        f"{path} has a GGUF header that llama.cpp's gguf reader cannot read (its values do not "
+        "match their types).",
+        "The file is corrupt: download it again.",
+    )
 
 
 def _field_value(reader_field: Any) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from llama_wizard.models.arch import ModelArch
 from llama_wizard.models.gguf_header import TensorInfo
+from llama_wizard.models.params import layer_params
 from llama_wizard.models.quant import EMBEDDING_TYPE_FOR_QUANT, tensor_bytes, type_by_name
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
@@ -74,22 +75,6 @@ def layout_from_tensors(
     return WeightsLayout(file_bytes, layers, experts, output, token_embd, other, True, notes)
 
 
-def _layer_params(arch: ModelArch) -> tuple[int, int]:
-    """(all, experts) parameters of one repeating layer, from the architecture numbers."""
-    n_kv = max(arch.n_head_kv) if arch.n_head_kv else 0
-    attention = arch.n_embd * (
-        arch.n_head * arch.key_length * 1
-        + n_kv * arch.key_length
-        + n_kv * arch.value_length
-        + arch.n_head * arch.value_length
-    )
-    if arch.is_moe:
-        experts = 3 * arch.n_expert * arch.n_embd * arch.n_ff_exp
-        router = arch.n_embd * arch.n_expert
-        return attention + experts + router, experts
-    return attention + 3 * arch.n_embd * arch.n_ff, 0
-
-
 def layout_from_size(arch: ModelArch, file_bytes: int, quant: str | None) -> WeightsLayout:
     """An estimate of the layout from the file size alone (catalogue entries, Hub listings whose
     header was not read): the input embedding is taken off when the quant's embedding type is
@@ -113,6 +98,6 @@ def layout_from_size(arch: ModelArch, file_bytes: int, quant: str | None) -> Wei
     layers[-1] += layer_total - per_layer * arch.n_layer
     experts = [0] * arch.n_layer
     if arch.is_moe and arch.n_ff_exp:
-        total_params, expert_params = _layer_params(arch)
+        total_params, expert_params = layer_params(arch)
         experts = [layer * expert_params // total_params for layer in layers]
     return WeightsLayout(file_bytes, layers, experts, output, token_embd, 0, False, notes)

@@ -81,6 +81,16 @@ class BuildRecord:
     def state_path(self) -> Path:
         return Path(self.directory) / STATE_FILE
 
+    @property
+    def started_timestamp(self) -> float | None:
+        """`started` as seconds since the epoch (None if unreadable): elapsed time counts from
+        here, also for a view that re-attaches long after the start."""
+        return _timestamp(self.started)
+
+    @property
+    def ended_timestamp(self) -> float | None:
+        return _timestamp(self.ended) if self.ended else None
+
     def save(self) -> None:
         """Written whole to a temporary file and renamed, so a reader never sees half of it."""
         temporary = self.state_path.with_suffix(f".{os.getpid()}.tmp")
@@ -94,6 +104,13 @@ class BuildRecord:
             return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         except (OSError, ValueError, TypeError):
             return None
+
+
+def _timestamp(iso: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def now_iso() -> str:
@@ -238,6 +255,11 @@ def start_build(
                 ) from None
             raise BuildAlreadyRunning(existing) from None
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        # A second build started within the same second gets its own logs, never the first's.
+        taken = 1
+        while (directory / f"{stamp}.log").exists() or (directory / f"{stamp}.nixlog").exists():
+            taken += 1
+            stamp = f"{stamp.split('.')[0]}.{taken}"
         if out_link:
             Path(out_link).parent.mkdir(parents=True, exist_ok=True)
         record = BuildRecord(

@@ -76,6 +76,9 @@ class BuildProgress:
     download_bytes_expected: int = 0
     nar_bytes_expected: int = 0
     started: float = field(default_factory=time.monotonic)
+    # When the build really started (seconds since the epoch, BuildRecord.started): a view that
+    # re-attaches to a running build counts from there, not from when it began to read the log.
+    wall_started: float | None = None
     running: dict[int, RunningBuild] = field(default_factory=dict)
     finished_builds: list[RunningBuild] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -238,6 +241,8 @@ class BuildProgress:
 
     @property
     def elapsed(self) -> float:
+        if self.wall_started is not None:
+            return max(0.0, time.time() - self.wall_started)
         return time.monotonic() - self.started
 
     def main_build(self) -> RunningBuild | None:
@@ -247,6 +252,19 @@ class BuildProgress:
             if "llama" in build.name:
                 return build
         return builds[0] if builds else None
+
+    def compile_step(self) -> tuple[int, int] | None:
+        """The `[N/M]` of the main running build; once it has finished, the last one it (or,
+        failing that, any finished build) printed, so a view updated now and then still ends
+        on the build's real count."""
+        main = self.main_build()
+        if main is not None and main.step is not None:
+            return main.step
+        finished = [b for b in reversed(self.finished_builds) if b.step is not None]
+        for build in finished:
+            if "llama" in build.name:
+                return build.step
+        return finished[0].step if finished else None
 
     def failed_build(self) -> RunningBuild | None:
         """The derivation that failed: named in Nix's error, else the last one to finish."""

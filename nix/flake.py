@@ -3,6 +3,13 @@
 Evaluating upstream llama.cpp's outputs means fetching and evaluating nixpkgs, which is slow, so
 the answer is cached under the flake's locked hash: a new revision asks again, the same one never
 does. `nix flake metadata` (cheap: it fetches only the flake's own source) gives that hash.
+
+The default flake is on GitHub, so the first question may go to a network that is not there:
+Nix's defaults retry a failed download five times and wait up to 300 s for a stalled one. The
+question is asked once with short timeouts (NETWORK_OPTIONS); when the network fails, Nix is
+asked again `--offline` (its copy from an earlier fetch, if any), and failing that the caller
+gets FlakeUnreachable (it falls back to the outputs the flake is known to have). Nix's own error
+(nix/messages.py) is what the person is shown, never the last line it printed.
 """
 
 from __future__ import annotations
@@ -18,10 +25,24 @@ from platformdirs import user_cache_dir
 
 from llama_wizard.detect.tools import ToolNotFound, ToolTimeout, run_tool
 from llama_wizard.nix.environment import NixEnvironment
-from llama_wizard.nix.errors import FlakeError, NixNotFound
+from llama_wizard.nix.errors import FlakeError, FlakeUnreachable, NixNotFound
+from llama_wizard.nix.messages import nix_error
 
 UPSTREAM_FLAKE = "github:ggml-org/llama.cpp"
 CACHE_VERSION = 1
+# How long asking a flake may wait on the network: a connection gets 5 s, a download that has
+# stalled 15 s; the flake's own metadata is tried once (on failure Nix's offline copy is asked).
+CONNECT_TIMEOUT_S = 5
+STALLED_DOWNLOAD_S = 15
+NETWORK_OPTIONS = (
+    "--option", "connect-timeout", str(CONNECT_TIMEOUT_S),
+    "--option", "stalled-download-timeout", str(STALLED_DOWNLOAD_S),
+)  # fmt: skip
+METADATA_OPTIONS = (*NETWORK_OPTIONS, "--option", "download-attempts", "1")
+# `--offline` still tries GitHub when Nix has no copy: that try only gets a second.
+OFFLINE_OPTIONS = (
+    "--offline", "--option", "connect-timeout", "1", "--option", "download-attempts", "1",
+)  # fmt: skip
 
 
 @dataclass
@@ -36,6 +57,8 @@ class FlakeOutputs:
     locked_url: str | None = None
     revision: str | None = None
     from_cache: bool = False
+    # Read from Nix's copy of an earlier fetch because the network failed.
+    offline: bool = False
 
     def has(self, output: str) -> bool:
         return output in self.packages
@@ -103,17 +126,48 @@ def _run(argv: list[str], env: Mapping[str, str] | None, timeout: float):
         ) from None
 
 
-def _metadata(ref: str, nix_env: NixEnvironment, env, timeout: float) -> dict:
-    result = _run(nix_env.nix_argv("flake", "metadata", "--json", ref), env, timeout)
+def is_local(ref: str) -> bool:
+    """Whether the flake is a directory here (no network needed to read the flake itself)."""
+    return ref.startswith(("/", ".", "path:", "git+file:"))
+
+
+def asking_text(ref: str) -> str:
+    """What asking the flake is doing, for the person waiting on it."""
+    if ref.startswith("github:"):
+        return (
+            f"Fetching {ref} from GitHub to see which outputs it has (offline, this gives up "
+            f"within about {CONNECT_TIMEOUT_S + 1} s and uses the outputs it is known to have)…"
+        )
+    if is_local(ref):
+        return f"Asking the flake {ref} which outputs it has…"
+    return f"Fetching {ref} to see which outputs it has…"
+
+
+def _failure(ref: str, what: str, stderr: str, returncode: int, fix: str) -> FlakeError:
+    """Nix's own error as a FlakeError: a network failure says the flake could not be fetched
+    and how to use a local checkout."""
+    error = nix_error(stderr)
+    if error is not None and error.network:
+        return FlakeUnreachable(ref, error.network_reason or error.message)
+    if error is not None:
+        detail = error.text
+    else:
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        detail = lines[-1] if lines else f"nix exited with status {returncode}"
+    return FlakeError(f"{what} {ref} failed. Nix says:\n{detail}", fix)
+
+
+def _metadata(ref: str, nix_env: NixEnvironment, env, timeout: float, offline: bool) -> dict:
+    options = OFFLINE_OPTIONS if offline else METADATA_OPTIONS
+    result = _run(nix_env.nix_argv("flake", "metadata", "--json", *options, ref), env, timeout)
     if not result.ok:
-        detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-        offline = any(word in result.stderr for word in ("resolve host", "unable to download"))
-        raise FlakeError(
-            f"Could not read the flake {ref}: {detail[0][:200]}",
-            "You seem to be offline: point --flake at a local llama.cpp checkout "
-            "(`--flake ./llama.cpp`)."
-            if offline
-            else "Check the flake reference (`--flake github:OWNER/REPO`, `--flake ./dir`).",
+        raise _failure(
+            ref,
+            "Reading the flake",
+            result.stderr,
+            result.returncode,
+            "Check the flake reference (`--flake github:OWNER/REPO`, `--flake path:/dir`) and "
+            "its flake.nix (`nix flake metadata` on it shows the same error).",
         )
     try:
         return json.loads(result.stdout)
@@ -133,8 +187,17 @@ def query_outputs(
     timeout: float = 600.0,
     use_cache: bool = True,
 ) -> FlakeOutputs:
-    """The outputs `ref` offers for `system`. Raises FlakeError with a fix."""
-    metadata = _metadata(ref, nix_env, env, timeout)
+    """The outputs `ref` offers for `system`. Raises FlakeUnreachable (the network failed and
+    Nix has no copy) or FlakeError (Nix's own error), each with a fix."""
+    offline = False
+    try:
+        metadata = _metadata(ref, nix_env, env, timeout, offline=False)
+    except FlakeUnreachable as unreachable:
+        try:
+            metadata = _metadata(ref, nix_env, env, timeout, offline=True)
+        except FlakeError:
+            raise unreachable from None
+        offline = True
     locked = metadata.get("locked") or {}
     revision = metadata.get("revision") or locked.get("rev") or locked.get("narHash")
     locked_url = metadata.get("url") or ref
@@ -155,14 +218,19 @@ def query_outputs(
         "devShells = names (f.devShells.${s} or {}); "
         "nixosModules = names (f.nixosModules or {}); overlays = names (f.overlays or {}); }"
     )
+    options = [*NETWORK_OPTIONS, *(["--offline"] if offline else [])]
     result = _run(
-        nix_env.nix_argv("eval", "--json", "--impure", "--expr", expression), env, timeout
+        nix_env.nix_argv("eval", "--json", "--impure", *options, "--expr", expression),
+        env,
+        timeout,
     )
     if not result.ok:
-        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[0]
-        raise FlakeError(
-            f"Evaluating the outputs of {ref} failed: {detail[:300]}",
-            "Check that it is a llama.cpp flake (`nix flake show` on it).",
+        raise _failure(
+            ref,
+            "Evaluating the outputs of",
+            result.stderr,
+            result.returncode,
+            "Check that it is a llama.cpp flake and that it evaluates (`nix flake show` on it).",
         )
     try:
         answer = json.loads(result.stdout)
@@ -181,6 +249,7 @@ def query_outputs(
         overlays=sorted(answer.get("overlays", [])),
         locked_url=locked_url,
         revision=revision,
+        offline=offline,
     )
     if revision:
         try:

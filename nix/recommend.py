@@ -203,7 +203,7 @@ def _rocm_env(inventory: Inventory, gpus: list[Gpu], targets: dict[int, RocmTarg
     reasons.append(
         f"ROCR_VISIBLE_DEVICES selects GPU {', '.join(str(g.index) for g in gpus)} {how}; "
         "HIP_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES are unset because HIP re-indexes them "
-        "after ROCR's mask and reads CUDA's too (pitfalls 3 and 15)."
+        "after ROCR's mask and reads CUDA's too."
     )
     if any(needs_sdma_off(g.gfx_target, g.pci_device_id) for g in gpus):
         env["HSA_ENABLE_SDMA"] = "0"
@@ -212,7 +212,7 @@ def _rocm_env(inventory: Inventory, gpus: list[Gpu], targets: dict[int, RocmTarg
         env["GGML_CUDA_ENABLE_UNIFIED_MEMORY"] = "1"
         reasons.append(
             "GGML_CUDA_ENABLE_UNIFIED_MEMORY=1: an APU's memory is mostly GTT (system RAM), "
-            "which llama.cpp reaches through unified memory (pitfall 1)."
+            "which llama.cpp reaches through unified memory."
         )
     return _Runtime(env, list(ROCM_UNSET), reasons, warnings)
 
@@ -390,7 +390,7 @@ def _vulkan_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu], why: str) 
             why,
             "Vulkan devices are chosen at launch with `--device VulkanN` from "
             "`llama-server --list-devices`: GGML_VK_VISIBLE_DEVICES counts raw Vulkan devices, "
-            "duplicates and llvmpipe included (pitfall 14).",
+            "duplicates and llvmpipe included.",
         ],
     )
 
@@ -417,7 +417,7 @@ def _cuda_runtime(gpus: list[Gpu], capable: list[Gpu]) -> _Runtime:
         env=env,
         reasons=[
             "CUDA_DEVICE_ORDER=PCI_BUS_ID and CUDA_VISIBLE_DEVICES by UUID: CUDA's own order is "
-            "fastest-first and differs from nvidia-smi's (pitfall 5)."
+            "fastest-first and differs from nvidia-smi's."
         ],
         warnings=warnings,
     )
@@ -552,7 +552,7 @@ def _gpu_override_costs(gpus: list[Gpu]) -> list[str]:
         if gpu.integrated and any(not g.integrated for g in gpus):
             costs.append(
                 f"GPU {gpu.index} is integrated: next to a discrete GPU llama.cpp may split "
-                "layers onto it and crash (pitfall 4)."
+                "layers onto it and crash."
             )
         if gpu.vendor == "other":
             costs.append(f"GPU {gpu.index} ({gpu.name}) is not a GPU llama.cpp can use.")

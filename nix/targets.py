@@ -27,9 +27,9 @@ class NotForRocm:
 # Candidates in order of preference: the GPU's own target first where it has one.
 _SIBLINGS: dict[str, tuple[RocmTarget, ...]] = {
     "gfx902": (RocmTarget("gfx900", "9.0.0", "GCN5 APUs run gfx900 code with "
-               "HSA_OVERRIDE_GFX_VERSION=9.0.0 (gpu-detection.md §4)"),),
+               "HSA_OVERRIDE_GFX_VERSION=9.0.0"),),
     "gfx904": (RocmTarget("gfx900", "9.0.0", "Vega 12 runs gfx900 code with 9.0.0 "
-               "(gpu-detection.md §4; untested upstream)"),),
+               "(untested upstream)"),),
     "gfx90c": (RocmTarget("gfx900", "9.0.0", "Renoir/Cezanne APUs run gfx900 code with 9.0.0 "
                "(ROCm/rocBLAS#1398, legacy-rocm-build#1799)"),),
     "gfx940": (RocmTarget("gfx942", "9.4.2", "pre-production MI300 parts run gfx942 code"),),
@@ -80,8 +80,8 @@ def rocm_candidates(gfx: str) -> tuple[RocmTarget, ...] | NotForRocm:
         native = RocmTarget(
             gfx,
             "9.0.6",
-            'the reference flake runs MI50s with HSA_OVERRIDE_GFX_VERSION=9.0.6: "Required for '
-            'MI50 — tells the ROCm runtime the exact GFX ISA version" (flake.md)',
+            "the llama.cpp flake runs MI50s with HSA_OVERRIDE_GFX_VERSION=9.0.6, which they "
+            "require: it tells the ROCm runtime the exact GFX ISA version",
         )
     else:
         native = RocmTarget(gfx, None, _NATIVE_ONLY_WHY.get(gfx, f"{gfx} has its own ROCm target"))

@@ -53,15 +53,22 @@ class StepBar(Static):
 
 
 class WizardStep(Screen[None]):
-    """A step of the wizard. `ctrl+n` goes on, `escape` goes back, `?` helps."""
+    """A step of the wizard. `ctrl+n` goes on, `escape` goes back, `?` (or F1) helps, `q` (or
+    ctrl+q, ctrl+c) quits.
+
+    In a text field `?` and `q` are typed: Textual then leaves them out of the footer, which
+    shows the next key of the same action instead (F1 Help, ^q Quit), and those work there
+    because they are priority bindings. Each step starts with the focus on its main choice,
+    never in a text field (Tab or a click moves there)."""
 
     STEP = "hardware"
     BINDINGS = [  # noqa: RUF012 - Textual's declared class attribute
         Binding("ctrl+n", "app.next_step", "Next", priority=True),
         Binding("escape", "app.previous_step", "Back"),
         Binding("question_mark", "app.help", "Help"),
-        Binding("f1", "app.help", "Help", show=False),
+        Binding("f1", "app.help", "Help", priority=True),
         Binding("q", "app.request_quit", "Quit"),
+        Binding("ctrl+q", "app.request_quit", "Quit", priority=True),
     ]
 
     @property
@@ -80,8 +87,21 @@ class WizardStep(Screen[None]):
     def compose_footer(self) -> ComposeResult:
         yield Footer()
 
+    # Fields drawn without borders in a short terminal (the -short breakpoint).
+    COMPACT = ".form-row Input, .form-row Select"
+    SHORT_ROWS = 32
+
     def on_mount(self) -> None:
         self.sub_title = STEP_TITLES[self.STEP] + (" (simulated)" if self.session.simulated else "")
+        self.fit_fields()
+
+    def on_resize(self) -> None:
+        self.fit_fields()
+
+    def fit_fields(self) -> None:
+        short = self.app.size.height < self.SHORT_ROWS
+        for widget in self.query(self.COMPACT):
+            widget.compact = short  # type: ignore[attr-defined]
 
     def can_leave(self) -> str | None:
         """Why the person cannot go on yet (shown as a notification), or None."""
@@ -97,5 +117,19 @@ class WizardStep(Screen[None]):
 
 
 def error_text(error: Any) -> str:
-    """An ActionableError as the steps show it."""
-    return f"⚠ {error.message}\nFix: {error.fix}"
+    """An ActionableError as the steps show it (plain text: `code` spans in quotes)."""
+    from llama_wizard.tui.format import plain_text
+
+    return plain_text(f"⚠ {error.message}\nFix: {error.fix}")
+
+
+def message_markup(message: str) -> str:
+    """A message as Textual markup for notify(markup=True): its `code` spans in bold, without
+    backticks, the rest exactly as written (tui/format.py's rule)."""
+    from textual.markup import escape
+
+    from llama_wizard.tui.format import code_spans
+
+    return "".join(
+        f"[b]{escape(text)}[/b]" if code else escape(text) for text, code in code_spans(message)
+    )

@@ -13,10 +13,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.screens.base import WizardStep, error_text
+from llama_wizard.screens.base import WizardStep, error_text, message_markup
 
 if TYPE_CHECKING:
     from llama_wizard.tui.plan import Plan
@@ -52,13 +52,22 @@ class BuildChoiceScreen(WizardStep):
             yield Label("Output", classes="form-label")
             # Blank until the flake has answered: setting the value then redraws its label.
             yield Select[str]([], id="output-choice", prompt="asking the flake…")
-        yield Static("Asking the flake what it offers…", id="plan-status", markup=False)
+        yield Static(self.session.asking_text(), id="plan-status", markup=False)
+        # Shown only when Nix has no build-users group as root (session.setup_problem).
+        offer = Button(
+            "Run the wizard's nix commands without build users (as root)",
+            id="nix-without-build-users",
+        )
+        offer.display = False
+        yield offer
         with VerticalScroll(id="plan-view"):
             yield Static("", id="plan")
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
         super().on_mount()
+        # The output is the step's choice; the flake field takes keys only when chosen (Tab).
+        self.query_one("#output-choice", Select).focus()
         if self.session.inventory is None:
             self._status("The hardware is not detected yet: go back to the Hardware step.")
         elif self.session.plan is None:
@@ -66,9 +75,9 @@ class BuildChoiceScreen(WizardStep):
         else:
             self.show_plan(self.session.plan)
 
-    def refresh_plan(self, status: str = "Asking the flake what it offers…") -> None:
+    def refresh_plan(self, status: str | None = None) -> None:
         self.generation += 1
-        self._status(status)
+        self._status(status or self.session.asking_text())
         self.compute_plan(self.generation)
 
     @work(thread=True, exclusive=True, group="plan")
@@ -110,15 +119,30 @@ class BuildChoiceScreen(WizardStep):
             select.value = chosen if chosen in values else RECOMMENDED
         what = build.output + (f" for {';'.join(build.rocm_targets)}" if build.rocm_targets else "")
         cached = " (outputs from cache)" if plan.flake_outputs.from_cache else ""
-        self._status(f"Build {what} from {build.flake}{cached}")
+        status = f"Build {what} from {build.flake}{cached}"
+        if any(w.code == "flake_unreachable" for w in plan.warnings):
+            status += " (it could not be fetched: the outputs it is known to have are shown)"
+        problem = self.session.setup_problem()
+        offer = problem is not None and problem.wizard_can_apply
+        self.query_one("#nix-without-build-users", Button).display = offer
+        if problem is not None:
+            status += "\n⚠ Nix cannot build here as it is set up: see the first warning below."
+        self._status(status)
         self.query_one("#plan", Static).update(plan_renderable(plan, banner=False))
+
+    @on(Button.Pressed, "#nix-without-build-users")
+    def without_build_users(self) -> None:
+        """The person agreed: the wizard's nix commands run with `build-users-group =`."""
+        self.session.allow_nix_without_build_users()
+        self.query_one("#nix-without-build-users", Button).display = False
+        self.refresh_plan()
 
     @on(Input.Submitted, "#flake")
     def flake_changed(self, event: Input.Submitted) -> None:
         try:
             self.session.set_flake(event.value)
         except ActionableError as error:
-            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
+            self.notify(message_markup(f"{error.message} {error.fix}"), severity="warning")
             return
         if self.session.plan is None:
             self.refresh_plan()
@@ -133,7 +157,7 @@ class BuildChoiceScreen(WizardStep):
         try:
             self.session.choose_output(value)
         except ActionableError as error:
-            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
+            self.notify(message_markup(f"{error.message} {error.fix}"), severity="warning")
             return
         if self.session.plan is None:
             self.refresh_plan("Planning…")

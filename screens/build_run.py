@@ -18,6 +18,7 @@ from llama_wizard.nix.build import BuildRecord
 from llama_wizard.screens.base import WizardStep, error_text
 from llama_wizard.screens.build import CSS as BUILD_CSS
 from llama_wizard.screens.build import BuildView
+from llama_wizard.tui.build_view import started_text
 
 
 @dataclass
@@ -59,8 +60,7 @@ class BuildRunScreen(WizardStep):
             return
         output = plan.build.output
         if status.state == "running" and status.record is not None:
-            self._status(f"Reattached to the build of {output} started {status.record.started}.")
-            self._follow(status.record)
+            self._follow(status.record, reattached=True)
             return
         if status.state == "built":
             self.built = status.store_path
@@ -112,28 +112,42 @@ class BuildRunScreen(WizardStep):
             return
         self._follow(message.record)
 
-    def _follow(self, record: BuildRecord) -> None:
+    def _follow(self, record: BuildRecord, reattached: bool = False) -> None:
         self.host.build_running = True
+        self.host.build_record = record  # what to re-attach to, if the wizard ends meanwhile
         area = self.query_one("#build-area", Vertical)
         area.remove_children()
         area.mount(BuildView(record))
-        self._status(
-            f"Building {record.output}; c cancels, escape leaves it running. Log: {record.text_log}"
+        doing = (
+            f"Reattached to the build of {record.output} started {started_text(record)}"
+            if reattached
+            else f"Building {record.output}"
         )
+        self._status(f"{doing}; c cancels, escape leaves it running. Log: {record.text_log}")
 
     @on(BuildView.Finished)
     def finished(self, event: BuildView.Finished) -> None:
         self.host.build_running = False
-        if event.record.status == "succeeded":
-            self.built = event.record.out_paths[-1] if event.record.out_paths else "built"
+        self.host.build_record = None
+        record = event.record
+        if record.status == "succeeded":
+            self.built = record.out_paths[-1] if record.out_paths else "built"
             self._status("Built. ctrl+n goes on to the launch.")
+        elif record.status == "cancelled":
+            who = "You cancelled the build" if event.cancelled_here else "Build cancelled"
+            self._status(f"{who}; the log is at {record.text_log}. r builds again.")
+        elif record.status == "lost":
+            self._status(
+                f"The build process is gone without a result; the log is at {record.text_log}. "
+                "r builds again."
+            )
         else:
-            self._status(f"The build {event.record.status}. r tries again; its log is kept.")
+            self._status(f"The build failed; the log is at {record.text_log}. r tries again.")
 
     def action_cancel(self) -> None:
         views = self.query(BuildView)
         if views:
-            views.first().cancel()
+            views.first().confirm_cancel()
 
     def action_rebuild(self) -> None:
         if self.host.build_running or self.starting:

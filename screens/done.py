@@ -16,6 +16,7 @@ from textual.widgets import Input, Label, ListItem, ListView, Static
 
 from llama_wizard.detect.errors import ActionableError
 from llama_wizard.screens.base import WizardStep, error_text
+from llama_wizard.tui.widgets import CommandText
 
 
 def shown_path(path: Path) -> str:
@@ -40,7 +41,9 @@ class DoneScreen(WizardStep):
         with Horizontal(id="done-body"):
             yield ListView(id="command-list")
             with VerticalScroll(id="command-view"):
-                yield Static("", id="command-text", markup=False)
+                # Wrapped between words, each continued line ending in ` \\`: what is read is
+                # still the command (y copies the exact text, unwrapped).
+                yield CommandText(id="command-text")
         with Horizontal(classes="form-row"):
             yield Label("Save to", classes="form-label")
             yield Input(value=shown_path(self.session.default_commands_path()), id="save-path")
@@ -70,7 +73,9 @@ class DoneScreen(WizardStep):
             self._show(event.list_view.index)
 
     def _show(self, index: int) -> None:
-        self.query_one("#command-text", Static).update(self.commands[index].text)
+        command = self.commands[index]
+        self.query_one("#command-text", CommandText).show(command.text, command.language)
+        self.query_one("#command-view").border_title = command.title
 
     def _status(self, text: str) -> None:
         self.query_one("#done-status", Static).update(text)

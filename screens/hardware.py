@@ -12,22 +12,27 @@ from textual import on, work
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import SelectionList, Static
-from textual.widgets.selection_list import Selection
 
 from llama_wizard.detect.errors import ActionableError
 from llama_wizard.detect.model import Gpu, Inventory
-from llama_wizard.screens.base import WizardStep, error_text
-from llama_wizard.tui.format import gpu_architecture, gpu_memory, human_bytes, short_bus_id
+from llama_wizard.screens.base import WizardStep, error_text, message_markup
+from llama_wizard.tui.format import gpu_architecture, gpu_memory, human_bytes, plain_text
+from llama_wizard.tui.widgets import GlyphSelectionList, LinesSelection
 
 SOURCES = ("sysfs", "rocminfo", "nvidia-smi", "host")
 
 
-def gpu_label(gpu: Gpu) -> str:
+MASKED = "masked: the build leaves it out"
+
+
+def gpu_label(gpu: Gpu, masked: bool = False) -> str:
+    """Two lines, so that nothing is cut at 80 columns: the name, then the architecture,
+    memory, driver and full PCI address (and whether the build leaves the GPU out)."""
     name = gpu.name + (" (iGPU)" if gpu.integrated else "")
-    return (
-        f"{gpu.index}  {name}  ·  {gpu_architecture(gpu)}  ·  {gpu_memory(gpu)}  ·  "
-        f"{gpu.driver or 'no driver'}  ·  {short_bus_id(gpu.pci_bus_id)}"
-    )
+    details = [gpu_architecture(gpu), gpu_memory(gpu), gpu.driver or "no driver",
+               f"PCI {gpu.pci_bus_id or '?'}"]  # fmt: skip
+    lines = [f"{gpu.index}  {name}", "   " + "  ·  ".join(details)]
+    return "\n".join([*lines, *([f"   {MASKED}"] if masked else [])])
 
 
 @dataclass
@@ -93,7 +98,7 @@ class HardwareScreen(WizardStep):
 
         marks = "  ".join(f"{name} {'✓' if name in message.answered else '…'}" for name in SOURCES)
         recommended = [g.index for g in default_gpus(message.inventory)[0]]
-        self._fill(message.inventory, recommended)
+        self._fill(message.inventory, recommended, [])
         self.query_one("#status", Static).update(f"Detecting: {marks}")
 
     def on_detected(self, message: Detected) -> None:
@@ -110,12 +115,12 @@ class HardwareScreen(WizardStep):
 
     def show_inventory(self, inventory: Inventory) -> None:
         count = len(inventory.gpus)
-        chosen = self.session.chosen_gpus()
-        self._fill(inventory, chosen)
+        self._fill(inventory, self.session.chosen_gpus(), self.session.masked_gpus())
         if count:
             status = (
-                f"{count} GPU{'s' if count != 1 else ''} found. Space toggles a GPU; "
-                "the recommended ones are selected."
+                f"{count} GPU{'s' if count != 1 else ''} found. Space toggles a GPU "
+                "([x] used, [-] ticked but left out by the build); the recommended ones are "
+                "ticked."
             )
         else:
             status = "No GPU found: llama.cpp will run on the CPU."
@@ -123,22 +128,29 @@ class HardwareScreen(WizardStep):
         if count:
             self._selection().focus()
 
-    def _selection(self) -> SelectionList[int]:
+    def _selection(self) -> GlyphSelectionList:
         found = self.query("#gpus")
         if found:
-            return found.first(SelectionList)
-        selection: SelectionList[int] = SelectionList(id="gpus")
+            return found.first(GlyphSelectionList)
+        selection = GlyphSelectionList(id="gpus")
         self.mount(selection, before=self.query_one("#host"))
         return selection
 
-    def _fill(self, inventory: Inventory, selected: list[int]) -> None:
+    def _fill(self, inventory: Inventory, selected: list[int], masked: list[int]) -> None:
         wanted = set(selected)
         selection = self._selection()
+        highlighted = selection.highlighted
+        selection.marks = dict.fromkeys(masked, "-")
         with selection.prevent(SelectionList.SelectedChanged):
             selection.clear_options()
             selection.add_options(
-                [Selection(gpu_label(g), g.index, g.index in wanted) for g in inventory.gpus]
+                [
+                    LinesSelection(gpu_label(g, g.index in masked), g.index, g.index in wanted)
+                    for g in inventory.gpus
+                ]
             )
+            if highlighted is not None and highlighted < selection.option_count:
+                selection.highlighted = highlighted
         cpu = inventory.cpu
         self.query_one("#host", Static).update(
             f"CPU  {cpu.model} ({cpu.arch}), {cpu.cores} cores / {cpu.threads} threads\n"
@@ -146,7 +158,7 @@ class HardwareScreen(WizardStep):
             f"{human_bytes(inventory.memory_total_bytes)}"
         )
         self.query_one("#warnings", Static).update(
-            "\n".join(f"⚠ {w.message}\n  Fix: {w.fix}" for w in inventory.warnings)
+            plain_text("\n".join(f"⚠ {w.message}\n  Fix: {w.fix}" for w in inventory.warnings))
         )
 
     @on(SelectionList.SelectedChanged, "#gpus")
@@ -156,7 +168,10 @@ class HardwareScreen(WizardStep):
         try:
             self.session.choose_gpus(list(event.selection_list.selected))
         except ActionableError as error:
-            self.notify(f"{error.message} {error.fix}", severity="warning", markup=False)
+            self.notify(message_markup(f"{error.message} {error.fix}"), severity="warning")
+            return
+        # What the build will use may change with the choice (an iGPU ticked next to a card).
+        self.show_inventory(self.session.inventory)
 
     def can_leave(self) -> str | None:
         if self.session.inventory is None or self.detecting:

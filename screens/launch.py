@@ -25,13 +25,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Input, Label, Log, RadioButton, RadioSet, Static
+from textual.widgets import Input, Label, Log, RadioSet, Static
 from textual.worker import get_current_worker
 
 from llama_wizard.detect.errors import ActionableError
-from llama_wizard.screens.base import WizardStep, error_text
+from llama_wizard.screens.base import WizardStep, error_text, message_markup
 from llama_wizard.tui.llamacpp_log import printable
 from llama_wizard.tui.validate import PROGRAMS
+from llama_wizard.tui.widgets import CommandText, GlyphRadioButton
 
 if TYPE_CHECKING:
     from llama_wizard.tui.launch import ExitReport, LaunchedProcess, LaunchSpec, Timing
@@ -89,7 +90,7 @@ class LaunchScreen(WizardStep):
         yield from self.compose_header()
         with RadioSet(id="program"):
             for program in PROGRAMS:
-                yield RadioButton(program, value=program == choices.program, id=program)
+                yield GlyphRadioButton(program, value=program == choices.program, id=program)
         with Horizontal(classes="form-row", id="prompt-row"):
             yield Label("Prompt", classes="form-label")
             yield Input(value=choices.prompt, id="prompt")
@@ -98,7 +99,7 @@ class LaunchScreen(WizardStep):
             yield Input(value=choices.host, id="host")
             yield Input(value=str(choices.port), id="port", type="integer")
         yield Static("", id="llamacpp-fit", markup=False)
-        yield Static("", id="command", markup=False)
+        yield CommandText(id="command")
         yield Static("ctrl+r runs it; ctrl+s stops it.", id="launch-status", markup=False)
         yield Static("", id="speed", markup=False)
         yield Log(id="launch-output", max_lines=2000)
@@ -108,7 +109,9 @@ class LaunchScreen(WizardStep):
         super().on_mount()
         self._show_program_fields()
         self._preview()
-        self.query_one("#prompt", Input).focus()
+        # The program is the step's choice: keys typed here never land in the prompt (which
+        # Enter would run); Tab moves to the fields.
+        self.query_one("#program", RadioSet).focus()
         plan = self.session.plan
         # On a simulated machine llama.cpp would see this machine's GPUs: not asked, no line.
         if plan is not None and plan.model is not None and not self.session.simulated:
@@ -154,12 +157,23 @@ class LaunchScreen(WizardStep):
         if self.session.plan is None:
             self._say("There is no plan yet: go back to the Build step.")
             return
+        if self.problems:  # a field holds a bad value: its problem, not a stale command
+            self._command(f"⚠ {next(iter(self.problems.values()))}", "text")
+            return
         try:
             spec = self.session.launch_spec(check_built=False)
         except ActionableError as error:
             self._say(error_text(error))
             return
-        self.query_one("#command", Static).update(f"$ {spec.shell_command()}")
+        self._command(spec.shell_command())
+        note = self.session.api_key_note() if self._program() == "llama-server" else None
+        if note and not self.host.launch_running:
+            from llama_wizard.tui.format import plain_text
+
+            self._say(f"{plain_text(note)}\nctrl+r runs it; ctrl+s stops it.")
+
+    def _command(self, text: str, language: str = "sh") -> None:
+        self.query_one("#command", CommandText).show(text, language)
 
     @on(Input.Changed)
     def field_changed(self, event: Input.Changed) -> None:
@@ -171,6 +185,7 @@ class LaunchScreen(WizardStep):
         except ActionableError as error:
             self.problems[name] = f"{error.message} {error.fix}"
             self._say(f"⚠ {self.problems[name]}")
+            self._preview()
             return
         self.problems.pop(name, None)
         if not self.host.launch_running:
@@ -207,7 +222,7 @@ class LaunchScreen(WizardStep):
             self.notify("It is running; ctrl+s stops it.", severity="warning")
             return
         if self.problems:
-            self.notify(next(iter(self.problems.values())), severity="warning", markup=False)
+            self.notify(message_markup(next(iter(self.problems.values()))), severity="warning")
             return
         if self.session.plan is None:
             return
@@ -217,7 +232,9 @@ class LaunchScreen(WizardStep):
             self._say(error_text(error))
             return
         self.query_one("#launch-output", Log).clear()
-        self.query_one("#speed", Static).update("")
+        speed = self.query_one("#speed", Static)
+        speed.update("")
+        speed.display = False  # no empty row above the output
         self.host.launch_running = True  # until Exited: a second ctrl+r does not start another
         self.run_program(spec, dict(self.session.machine.env))
 
@@ -248,12 +265,13 @@ class LaunchScreen(WizardStep):
         self.post_message(Output([text for _, text in lines], process.timing_now()))
         report = process.exit_report()
         timing = process.timing_now()
+        self.session.record_timing(timing, spec.program)  # measured speeds, for fit and Model
         self.post_message(Exited(spec.program, process.returncode, timing, report=report))
 
     def on_started(self, message: Started) -> None:
         self.host.launched = message.process
         self.server_up = False
-        self.query_one("#command", Static).update(f"$ {message.command}")
+        self._command(message.command)
         if message.process.spec.program == "llama-server":
             self._say(
                 f"Starting llama-server on {self.session.server_url()} (loading the model)… "
@@ -290,7 +308,9 @@ class LaunchScreen(WizardStep):
     def _speed(self, timing: Timing) -> None:
         summary = timing.summary()
         if summary:
-            self.query_one("#speed", Static).update(summary)
+            speed = self.query_one("#speed", Static)
+            speed.update(summary)
+            speed.display = True
 
     def _say(self, text: str) -> None:
         self.query_one("#launch-status", Static).update(text)

@@ -38,3 +38,11 @@ def isolated_dirs(
         monkeypatch.setenv(name, str(base / name.lower()))
     if "NIX_CONFIG" not in os.environ:
         monkeypatch.setenv("NIX_CONFIG", NIX_CONFIG_FOR_TESTS)
+    # The speed prediction's RAM bandwidth: a fixed figure, so no test (or CLI subprocess)
+    # spends 0.2 s measuring it and every prediction is the same on every machine; the tests of
+    # the measurement itself delete it.
+    monkeypatch.setenv("LLAMA_WIZARD_RAM_GBS", "50")
+    # The model caches the ranked list reads are the test's own (XDG_CACHE_HOME), never the
+    # developer's downloads.
+    for name in ("LLAMA_CACHE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)

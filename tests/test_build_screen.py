@@ -51,14 +51,23 @@ async def test_cancel_key_cancels_the_build(tmp_path: Path) -> None:
     flake = fixture_flake(tmp_path / "flake")
     fresh_variant(flake, "slow")
     record = start_build(["nix", "build", f"{flake}#slow"], "slow", tmp_path / "state")
-    screen = BuildScreen(record)
-    app = BuildHost(screen)
-    async with app.run_test(size=(80, 24)) as pilot:
-        log = screen.query_one("#build-log", Log)
-        await wait_until(lambda: any("[1/600]" in line for line in log.lines))
-        await pilot.press("c")
-        await wait_until(lambda: screen.final is not None)
-        assert screen.final.status == "cancelled"
+    try:
+        screen = BuildScreen(record)
+        app = BuildHost(screen)
+        async with app.run_test(size=(80, 24)) as pilot:
+            log = screen.query_one("#build-log", Log)
+            await wait_until(lambda: any("[1/600]" in line for line in log.lines))
+            await pilot.press("c")
+            await pilot.pause()
+            await pilot.press("y")  # cancelling an hour-long build asks first
+            await wait_until(lambda: screen.final is not None)
+            assert screen.final.status == "cancelled"
+    finally:
+        from llama_wizard.nix.build import request_cancel
+
+        if not read_record(record).finished:
+            request_cancel(read_record(record))
+            wait_finished(record, timeout=30)
 
 
 async def test_leaving_the_screen_leaves_the_build_running(tmp_path: Path) -> None:

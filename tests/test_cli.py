@@ -2,12 +2,18 @@
 
 import json
 import os
+from pathlib import Path
 
 import psutil
+import pytest
 
 from llama_wizard.detect.simulate import list_profiles
 from llama_wizard.tui import __version__
+from llama_wizard.tui.cli import COMMANDS
 from tests.helpers import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILES = REPO / "detect" / "profiles"
 
 
 def test_version() -> None:
@@ -24,12 +30,99 @@ def test_help_names_the_commands() -> None:
     assert "--json" in detect_help.stdout and "--root" in detect_help.stdout
 
 
-def test_simulate_list_names_one_profile_per_line() -> None:
+def test_simulate_list_names_and_describes_one_profile_per_line() -> None:
     result = run_cli("--simulate", "list")
     assert result.returncode == 0
-    names = result.stdout.split()
+    lines = result.stdout.splitlines()
+    names = [line.split()[0] for line in lines]
     assert names == list_profiles()
     assert any("mi50" in name for name in names)
+    for line, name in zip(lines, names, strict=True):
+        description = json.loads(PROFILES.joinpath(f"{name}.json").read_text())["description"]
+        assert line.endswith(f"  {description}") and len(line) <= 80, line
+    # The descriptions start in one column.
+    assert len({line.index(line.split()[1], len(line.split()[0])) for line in lines}) == 1
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty"])
+def test_a_root_that_is_no_system_root_is_a_usage_error(kind: str, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    if kind == "file":
+        root.write_text("")
+    elif kind == "empty":
+        root.mkdir()
+    said = {"missing": "there is no such directory", "file": "a file, not a directory",
+            "empty": "not a system root"}[kind]  # fmt: skip
+    for command in (["detect"], ["detect", "--json"], ["plan"], ["--plain"]):
+        result = run_cli(*command, "--root", str(root))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert f"--root {root}: {said}" in result.stderr and "/sys and /proc" in result.stderr
+        assert "Traceback" not in result.stderr and "0 cores" not in result.stdout
+    env = dict(os.environ) | {"LLAMA_WIZARD_ROOT": str(root)}
+    result = run_cli("detect", env=env)
+    assert result.returncode == 2
+    assert f"LLAMA_WIZARD_ROOT={root}: {said}" in result.stderr
+    assert "Give LLAMA_WIZARD_ROOT a directory" in result.stderr
+
+
+def test_run_usage_says_where_the_program_arguments_go() -> None:
+    result = run_cli("run", "--help")
+    assert result.returncode == 0
+    usage = result.stdout.split("\n\n", 1)[0]
+    assert usage.startswith("usage: llama-wizard run ") and usage.endswith(" [-- ARGS]")
+    assert "llama-wizard run -- --temp 0.2" in " ".join(result.stdout.split())
+
+
+def _synopsis() -> dict[str, str]:
+    """README's `## Commands` block: each command's lines (continuations joined), by name."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```", 2)[1]
+    lines: dict[str, str] = {}
+    current = ""
+    for line in block.splitlines():
+        words = line.split()
+        if line.startswith("llama-wizard"):
+            current = words[1] if len(words) > 1 and not words[1].startswith("-") else ""
+            current = current if current in COMMANDS else ""
+            lines[current] = lines.get(current, "") + " " + line
+        elif line.startswith(" ") and words:
+            lines[current] += " " + line
+    return lines
+
+
+def test_readme_synopsis_lists_every_option_of_every_command() -> None:
+    """README's synopsis matches `--help`: every option of each subcommand (either spelling)
+    is on that subcommand's lines; the wizard's own on the bare command's; the machine options
+    once."""
+    import argparse
+    import re
+
+    from llama_wizard.tui.cli import build_parser
+
+    synopsis = _synopsis()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    machine = {"--root", "--simulate", "--timeout"}
+    missing = []
+
+    def check(where: str, actions: list[argparse.Action]) -> None:
+        text = synopsis.get(where, "")
+        for action in actions:
+            spellings = [o for o in action.option_strings if o not in ("-h", "--help")]
+            if not spellings or set(spellings) & machine or action.help == argparse.SUPPRESS:
+                continue
+            if not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in spellings):
+                missing.append(f"{where or 'llama-wizard'}: {'/'.join(spellings)}")
+
+    for name in COMMANDS:
+        check(name, commands.choices[name]._actions)
+    check("", [a for a in parser._actions if a is not commands and "--version" not in
+               a.option_strings])  # fmt: skip
+    assert missing == [], "README.md's synopsis lacks: " + ", ".join(missing)
+    everything = " ".join(synopsis.values())
+    for option in sorted(machine):
+        assert option in everything
+    assert "--version" in everything and "--help" in everything
 
 
 def test_unknown_profile_says_what_to_do() -> None:

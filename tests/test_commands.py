@@ -96,10 +96,11 @@ def test_commands_for_two_mi50s(simulated, flake, tmp_path) -> None:
     assert "HSA_OVERRIDE_GFX_VERSION=9.0.6" in words
     assert f"ROCR_VISIBLE_DEVICES={MI50_UUIDS}" in words
     assert words[words.index(spec.binary) + 1 :] == spec.args
-    # The server on 0.0.0.0:8080, as flake.md runs it: -ngl 99 -fa on, no prompt.
+    # The server where the person chose (by default this machine only), as flake.md runs it:
+    # -ngl 99 -fa on, no prompt.
     server_words = shlex.split(server.text)
     assert spec.binary.replace("llama-completion", "llama-server") in server_words
-    assert server_words[-4:] == ["--host", "0.0.0.0", "--port", "8080"]
+    assert server_words[-4:] == ["--host", "127.0.0.1", "--port", "8080"]
     assert "-fa" in server_words and "-p" not in server_words and "-no-cnv" not in server_words
     assert "-hf" in server_words
     # NixOS: only the module's options, values as Nix reads them.
@@ -110,7 +111,7 @@ def test_commands_for_two_mi50s(simulated, flake, tmp_path) -> None:
     assert evaluated["input"] == flake and evaluated["module"] == "module"
     assert evaluated["system"] == "x86_64-linux"
     assert service["package"] == "package"  # inputs.llama-cpp.packages.<system>.rocm-gfx906
-    assert service["enable"] is True and service["host"] == "0.0.0.0" and service["port"] == 8080
+    assert service["enable"] is True and service["host"] == "127.0.0.1" and service["port"] == 8080
     assert service["gpuLayers"] == 99 and service["contextSize"] == plan.model.ctx
     assert service["environment"] == {"HSA_OVERRIDE_GFX_VERSION": "9.0.6",
                                       "ROCR_VISIBLE_DEVICES": MI50_UUIDS}  # fmt: skip
@@ -128,10 +129,13 @@ def test_commands_for_two_mi50s(simulated, flake, tmp_path) -> None:
     image = run_words.index("llama-cpp-rocm:latest")
     assert run_words[:image] == [
         "docker", "run", "--device=/dev/kfd", "--device=/dev/dri", "--group-add", "video",
-        "--group-add", "render", "-p", "8080:8080", "-e", "HSA_OVERRIDE_GFX_VERSION=9.0.6",
+        "--group-add", "render", "-p", "127.0.0.1:8080:8080",
+        "-e", "HSA_OVERRIDE_GFX_VERSION=9.0.6",
         "-e", f"ROCR_VISIBLE_DEVICES={MI50_UUIDS}",
     ]  # fmt: skip
-    assert run_words[image + 1 :] == ["llama-server", *server_spec(spec).args]
+    # Inside the container it listens on 0.0.0.0 (the published port arrives there); the
+    # published port is bound to the chosen host.
+    assert run_words[image + 1 :] == ["llama-server", *server_spec(spec, "0.0.0.0").args]
     assert shlex.split(shell.text) == ["nix", "develop", f"{flake}#rocm"]
 
 
@@ -255,5 +259,5 @@ def test_server_spec_swaps_the_prompt_for_host_and_port() -> None:
     server = server_spec(spec)
     assert server.program == "llama-server" and server.binary == "/r/bin/llama-server"
     assert server.args == ["-hf", "a/b:Q4_K_M", "-ngl", "99", "-fa", "on", "--temp", "0.2",
-                           "--host", "0.0.0.0", "--port", "8080"]  # fmt: skip
+                           "--host", "127.0.0.1", "--port", "8080"]  # fmt: skip
     assert server.env == {"A": "1"} and server.unset_env == ["B"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,16 +26,6 @@ from tests.terminal import Terminal
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="scripts/test installs tmux")
 
 SPEEDS = re.compile(r"prompt [\d.]+ tokens/s · generation [\d.]+ tokens/s \(llama\.cpp's")
-
-
-def pane_pid(terminal: Terminal) -> int:
-    """The pid of the program tmux runs in the pane (the wizard itself)."""
-    shown = subprocess.run(
-        ["tmux", "-L", terminal.session, "display", "-p", "-t", terminal.session,
-         "#{pane_pid}"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return int(shown.stdout)
 
 
 def gone(pid: int) -> bool:
@@ -67,8 +56,8 @@ def test_launch_step_shows_llama_cpp_s_speeds_and_the_server_dies_with_the_wizar
         screen = terminal.wait_for("(llama.cpp's figures)")
         assert SPEEDS.search(screen), screen
 
-        # llama-server on a free port: the program's radio button, then the port field.
-        terminal.keys("BTab")
+        # llama-server on a free port: the program's radio buttons (the step's focus starts
+        # there), then the port field.
         terminal.keys("Right")
         terminal.keys("Enter")
         terminal.wait_for("Listen on")
@@ -81,7 +70,7 @@ def test_launch_step_shows_llama_cpp_s_speeds_and_the_server_dies_with_the_wizar
         terminal.wait_for(f"--port {port}")
         terminal.keys("C-r")
         screen = terminal.wait_for(f"llama-server is up: http://127.0.0.1:{port}/")
-        wizard = pane_pid(terminal)
+        wizard = terminal.program_pid()
         servers = [p for p in psutil.Process(wizard).children() if p.name() == "llama-server"]
         assert len(servers) == 1, servers
         server = servers[0].pid

@@ -27,6 +27,8 @@ def test_json_for_the_reference_mi50_question(capsys: pytest.CaptureFixture[str]
         "32768",
         "--vram",
         "32752MiB",
+        "--ram",
+        "64GiB",
         "--json",
     )
     assert code == 0, err
@@ -46,13 +48,18 @@ def test_json_for_the_reference_mi50_question(capsys: pytest.CaptureFixture[str]
         "n_cpu_moe",
     ):
         assert key in quants["Q4_K_M"]
-    assert [quants[q]["verdict"] for q in ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")] == [
-        "fits",
-        "fits",
-        "tight",
-        "no",
+    # With the RAM of a 64 GiB box: Q8_0 runs with the experts of some layers in RAM.
+    assert [(quants[q]["verdict"], quants[q]["mode"]) for q in ("Q4_K_M", "Q5_K_M", "Q6_K")] == [
+        ("fits", "gpu"),
+        ("fits", "gpu"),
+        ("tight", "gpu"),
     ]
-    assert quants["Q8_0"]["n_cpu_moe"] >= 1
+    q8 = quants["Q8_0"]
+    assert q8["mode"] == "moe-offload" and q8["verdict"] in ("fits", "tight")
+    assert q8["n_cpu_moe"] >= 1 and q8["mode_label"] == f"MoE→RAM {q8['n_cpu_moe']}"
+    assert 0 < q8["host_bytes"] < 64 * GIB and q8["host_memory_bytes"] == 64 * GIB
+    assert q8["n_gpu_layers"] == 49 and "speed" in q8
+    assert quants["Q4_K_M"]["n_gpu_layers"] == 49 and quants["Q4_K_M"]["n_cpu_moe"] is None
     q4 = quants["Q4_K_M"]
     assert q4["total_bytes"] == (
         q4["weights_bytes"] + q4["kv_bytes"] + q4["compute_bytes"] + q4["overhead_bytes"]
@@ -85,8 +92,11 @@ def test_simulated_machine_and_gpu_choice(capsys: pytest.CaptureFixture[str]) ->
         capsys, "Qwen/Qwen3-0.6B-GGUF", "--simulate", "8x-mi50-32gb", "--gpu", "9"
     )
     assert code == 1 and "no GPU 9" in err
-    code, _, err = run_fit(capsys, "Qwen/Qwen3-0.6B-GGUF", "--simulate", "no-gpu")
-    assert code == 1 and "--vram" in err
+    # No GPU: the CPU build runs it in the system RAM.
+    code, out, err = run_fit(capsys, "Qwen/Qwen3-0.6B-GGUF", "--simulate", "no-gpu", "--json")
+    assert code == 0, err
+    (q8,) = json.loads(out)["quants"]
+    assert q8["mode"] == "cpu" and q8["verdict"] == "fits" and q8["host_bytes"] > 0
 
 
 def test_bad_sizes_say_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,9 +145,12 @@ def test_offline_catalogue_and_unknown_repo(
 
 
 def test_list_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_fit(capsys, "--list", "--json")
-    assert code == 0
-    repos = [m["repo"] for m in json.loads(out)["models"]]
+    """`fit --list` ranks the whole catalogue for this machine (tests/test_ranking.py: how)."""
+    code, out, err = run_fit(capsys, "--list", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["models"]
+    assert all(m["kind"] == "catalogue" for m in rows)  # no model is cached in a test
+    repos = [m["model"] for m in rows]
     assert {
         "Qwen/Qwen3-0.6B-GGUF",
         "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF",

@@ -446,12 +446,16 @@ FLAG_CASES = {
     "2x-mi50": ("2x-mi50", "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF", "moe_gguf",
                 ["-ngl", "-fa", "--jinja", "-ts"], "rocm-gfx906"),
     "rtx4090": ("rtx4090", "dense", "dense_gguf", ["-ngl", "-fa"], "cuda"),
-    # Over the GPU's memory: llama.cpp's own --fit places the experts...
+    # Over the GPU's memory: the moe-offload mode puts the experts of the first layers in RAM
+    # (-ngl 99 --n-cpu-moe N, never --fit, which gives up when the layers are placed)...
     "rtx4090-moe": ("rtx4090", "unsloth/Qwen3-30B-A3B-GGUF:Q6_K", "moe_gguf",
-                    ["--fit", "-fa"], "cuda"),
-    # ...and a build without --fit gets the estimate's --n-cpu-moe.
-    "rtx4090-moe-no-fit": ("rtx4090", "unsloth/Qwen3-30B-A3B-GGUF:Q6_K", "moe_gguf",
-                           ["-ngl", "-fa", "--n-cpu-moe"], "cuda"),
+                    ["-ngl", "-fa", "--n-cpu-moe"], "cuda"),
+    # ...tight all on the GPU: llama.cpp's own --fit places the layers...
+    "rtx4090-tight": ("rtx4090", "unsloth/Qwen3-30B-A3B-GGUF:Q5_K_M", "moe_gguf",
+                      ["--fit", "-fa"], "cuda"),
+    # ...and a build without --fit keeps the estimate's -ngl 99.
+    "rtx4090-tight-no-fit": ("rtx4090", "unsloth/Qwen3-30B-A3B-GGUF:Q5_K_M", "moe_gguf",
+                             ["-ngl", "-fa"], "cuda"),
     "no-gpu": ("no-gpu", "dense", "dense_gguf", [], "default"),
     "intel-arc-a770": ("intel-arc-a770", "ggml-org/gpt-oss-20b-GGUF", "gpt_oss_gguf",
                        ["-ngl", "-fa", "--jinja"], "vulkan"),
@@ -511,6 +515,8 @@ def test_every_flag_of_the_plan_is_accepted_by_the_real_binaries(
         assert Path(spec.binary).is_file()
         for flag in flags:
             assert flag in spec.args, (flag, spec.args)
+        if "--fit" not in flags:  # placed by the mode (or no --fit in the build): never both
+            assert "--fit" not in spec.args, spec.args
         if "-fa" not in flags:  # a CPU build: no GPU flags at all
             assert "-ngl" not in spec.args and "-fa" not in spec.args
         args = substituted(spec.args, gguf, {"-n": "1"} if program == "llama-completion" else {})

@@ -9,9 +9,10 @@ import pytest
 
 from llama_wizard.models.arch import ModelArch, swa_layers_for_pattern
 from llama_wizard.models.catalogue import load_catalogue
-from llama_wizard.models.choose import fit_model, recommend
+from llama_wizard.models.choose import LaunchSettings, fit_model, recommend
 from llama_wizard.models.estimate import (
     DEVICE_OVERHEAD,
+    OFFLOAD_MARGIN,
     Device,
     EstimateOptions,
     compute_bytes,
@@ -51,9 +52,10 @@ def _arch(n_layer: int, n_head_kv: int, key: int, value: int, **extra: int) -> M
     )
 
 
-def _fit(repo: str, memory: int, ctx: int) -> dict[str, str]:
+def _fit(repo: str, memory: int, ctx: int, mode: str = "gpu") -> dict[str, str]:
+    """Each quant's verdict in `mode` (the reference's tables are for everything on the GPU)."""
     source = from_catalogue(load_catalogue().find(repo), repo, None)
-    report = fit_model(source, [Device("GPU", memory)], ctx)
+    report = fit_model(source, [Device("GPU", memory)], ctx, settings=LaunchSettings(mode=mode))
     return {e.quant: e.verdict for e in report.quants}
 
 
@@ -77,6 +79,15 @@ def test_qwen3_coder_30b_on_one_32gb_mi50_at_32k_matches_the_reference_table() -
     assert verdicts["Q5_K_M"] == "fits"
     assert verdicts["Q6_K"] == "tight"
     assert verdicts["Q8_0"] == "no"
+    # In the best mode Q8_0 runs with some experts in RAM; without the RAM known only the
+    # gpu mode can be judged.
+    repo = "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF"
+    source = from_catalogue(load_catalogue().find(repo), repo, None)
+    report = fit_model(source, [Device("GPU", MI50_32GB)], 32768, host_memory_bytes=64 * GIB)
+    modes = {e.quant: (e.mode, e.verdict) for e in report.quants}
+    assert modes["Q6_K"] == ("gpu", "tight") and modes["Q8_0"] == ("moe-offload", "fits")
+    unknown = fit_model(source, [Device("GPU", MI50_32GB)], 32768)
+    assert [(e.mode, e.verdict) for e in unknown.quants][-1] == ("gpu", "no")
 
 
 def test_gpt_oss_20b_fits_a_32gb_card() -> None:
@@ -229,50 +240,51 @@ def test_max_ctx_is_the_largest_context_that_fits() -> None:
     )
 
 
-def test_moe_that_does_not_fit_gets_n_cpu_moe_and_the_host_memory_it_needs() -> None:
+def test_moe_that_does_not_fit_runs_with_experts_in_ram_and_the_ram_it_needs() -> None:
     model = load_catalogue().find("ggml-org/gpt-oss-120b-GGUF")
     arch = model.arch()
     quant = model.quants[0]
     layout = layout_from_size(arch, quant.bytes, quant.quant)
+    devices = [Device("MI50", MI50_32GB)]
     result = estimate(
-        arch,
-        layout,
-        quant.quant,
-        EstimateOptions(),
-        [Device("MI50", MI50_32GB)],
-        host_memory_bytes=128 * GIB,
+        arch, layout, quant.quant, EstimateOptions(), devices, host_memory_bytes=128 * GIB
     )
-    assert result.verdict == "no"
+    assert result.mode == "moe-offload" and result.verdict == "fits"
     assert result.n_cpu_moe is not None and 0 < result.n_cpu_moe < arch.n_layer
+    assert result.mode_label == f"MoE→RAM {result.n_cpu_moe}"
     n = result.n_cpu_moe
-    moved = place(arch, layout, EstimateOptions(), [Device("MI50", MI50_32GB)], n_cpu_moe=n)
-    one_less = place(arch, layout, EstimateOptions(), [Device("MI50", MI50_32GB)], n_cpu_moe=n - 1)
-    assert moved.fits and not one_less.fits
+    moved = place(arch, layout, EstimateOptions(), devices, n_cpu_moe=n)
+    one_less = place(arch, layout, EstimateOptions(), devices, n_cpu_moe=n - 1)
+    # The smallest N that leaves the GPU llama.cpp --fit's 1 GiB margin.
+    assert moved.devices[0].free_bytes >= OFFLOAD_MARGIN > one_less.devices[0].free_bytes
     assert result.host_bytes == moved.host_bytes > sum(layout.layer_experts[:n])
-    # Not enough RAM: no --n-cpu-moe advice, and a note why.
+    assert result.total_bytes == moved.devices[0].total_bytes  # the GPU's part of the split
+    # Not enough RAM for any mode: no, with the full split shown and a note why.
     starved = estimate(
-        arch,
-        layout,
-        quant.quant,
-        EstimateOptions(),
-        [Device("MI50", MI50_32GB)],
-        host_memory_bytes=8 * GIB,
+        arch, layout, quant.quant, EstimateOptions(), devices, host_memory_bytes=8 * GIB
     )
-    assert starved.n_cpu_moe is None
-    assert any("host RAM" in note or "RAM" in note for note in starved.notes)
+    assert starved.verdict == "no" and starved.mode == "gpu" and starved.n_cpu_moe is None
+    assert any("RAM" in note for note in starved.notes)
 
 
-def test_dense_model_that_does_not_fit_gets_a_partial_offload() -> None:
+def test_dense_model_that_does_not_fit_runs_hybrid_with_the_last_layers_on_the_gpu() -> None:
     model = load_catalogue().find("bartowski/Meta-Llama-3.1-70B-Instruct-GGUF")
     arch = model.arch()
     quant = model.quant("Q4_K_M")
     layout = layout_from_size(arch, quant.bytes, "Q4_K_M")
-    result = estimate(arch, layout, "Q4_K_M", EstimateOptions(), [Device("24G", 24 * GIB)])
-    assert result.verdict == "no" and result.n_cpu_moe is None
-    assert 0 < result.n_gpu_layers < arch.n_layer
-    assert place(
-        arch, layout, EstimateOptions(), [Device("24G", 24 * GIB)], n_gpu_layers=result.n_gpu_layers
-    ).fits
+    devices = [Device("24G", 24 * GIB)]
+    result = estimate(
+        arch, layout, "Q4_K_M", EstimateOptions(), devices, host_memory_bytes=128 * GIB
+    )
+    assert result.mode == "hybrid" and result.verdict == "fits" and result.n_cpu_moe is None
+    ngl = result.n_gpu_layers
+    assert 0 < ngl < arch.n_layer and result.mode_label == f"hybrid {ngl}/{arch.n_layer + 1}"
+    partial = place(arch, layout, EstimateOptions(), devices, n_gpu_layers=ngl)
+    one_more = place(arch, layout, EstimateOptions(), devices, n_gpu_layers=ngl + 1)
+    assert partial.devices[0].free_bytes >= OFFLOAD_MARGIN > one_more.devices[0].free_bytes
+    # llama.cpp's -ngl N: the output layer and the last N - 1 repeating layers.
+    assert partial.devices[0].layers == ngl - 1
+    assert result.host_bytes == partial.host_bytes
 
 
 def test_two_gpus_sum_memory_count_overhead_twice_and_split_by_memory() -> None:

@@ -27,6 +27,7 @@ from tests.plain_helpers import line_prompter, run_piped, saved_choices
 
 CODER = "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF"
 QWEN3_8B = "Qwen/Qwen3-8B-GGUF"
+LLAMA_70B = "bartowski/Meta-Llama-3.1-70B-Instruct-GGUF"
 
 
 @pytest.fixture
@@ -34,10 +35,16 @@ def flake(tmp_path: Path) -> str:
     return fixture_flake(tmp_path / "flake", "documented")
 
 
-def model_number(repo: str) -> int:
-    """The number of a catalogue model in the "Choose another model" menu."""
-    repos = [model.repo for model in load_catalogue().models]
-    return repos.index(repo) + 1
+def model_number(args: list[str], repo: str, tmp_path: Path, answers: str = "\n\n") -> int:
+    """The number of a catalogue model in the "Choose another model" menu: the ranked list,
+    best first, as this (simulated) machine ranks it, read from a run that stops there
+    (`answers` lead to the Model step)."""
+    model = load_catalogue().find(repo)
+    assert model is not None, repo
+    listing = run_piped(args, answers + "2\n", tmp_path)
+    found = re.search(rf"(\d+)\) {re.escape(model.name)} \(", listing.stdout)
+    assert found, listing.stdout[-3000:]
+    return int(found[1])
 
 
 def machines() -> dict[str, dict]:
@@ -60,10 +67,9 @@ def no_traceback(result) -> None:
 
 def test_choices_saved_under_one_profile_stay_with_it(flake, tmp_path) -> None:
     # On 2x MI50: Qwen3 8B at its first quant (Q4_K_M), not the recommendation.
+    args = ["--plain", "--simulate", "2x-mi50", "--flake", flake]
     mi50 = run_piped(
-        ["--plain", "--simulate", "2x-mi50", "--flake", flake],
-        f"\n\n2\n{model_number(QWEN3_8B)}\n3\n1\n1\nq\n",
-        tmp_path,
+        args, f"\n\n2\n{model_number(args, QWEN3_8B, tmp_path)}\n3\n1\n1\nq\n", tmp_path
     )
     assert mi50.returncode == 0, mi50.stdout[-3000:] + mi50.stderr
     assert "Step 4/6" in mi50.stdout
@@ -190,27 +196,26 @@ def test_the_context_prompt_takes_only_what_check_ctx_takes(flake) -> None:
 
 
 def test_a_model_that_does_not_fit_needs_confirming(flake, tmp_path) -> None:
-    """On the 780M APU (16 GiB) no quant of Qwen3-Coder 30B fits: choosing it shows its
-    smallest quant as not fitting, and "Use" asks first (default No)."""
+    """On the 780M APU (16 GiB, 28 GiB of RAM) no quant of Llama 3.1 70B runs, not even with
+    part of it in RAM: choosing it shows its smallest quant as not fitting, and "Use" asks
+    first (default No)."""
     args = ["--plain", "--simulate", "780m-apu", "--flake", flake]
-    choose_coder = f"\n\n2\n{model_number(CODER)}\n1\n"
-    declined = run_piped(args, choose_coder + "\nq\n", tmp_path)
+    choose_big = f"\n\n2\n{model_number(args, LLAMA_70B, tmp_path)}\n1\n"
+    declined = run_piped(args, choose_big + "\nq\n", tmp_path)
     assert declined.returncode == 0, declined.stdout[-3000:] + declined.stderr
     model_step = step(declined.stdout, 3)
-    assert "No quant of Qwen3-Coder 30B-A3B Instruct fits at a 32768-token context" in model_step
-    assert "1) Use Qwen3-Coder 30B-A3B Instruct Q3_K_M at 32768 tokens - does NOT fit" in (
-        model_step
-    )
+    assert "No quant of Llama 3.1 70B Instruct fits at a 32768-token context" in model_step
+    assert "1) Use Llama 3.1 70B Instruct IQ2_M at 32768 tokens - does NOT fit" in model_step
     asked = model_step.index("Use it anyway? [y/N]: ")
     assert "it does NOT fit" in model_step[:asked]
     assert "Which model?" in model_step[asked:]  # asked again, nothing taken
     assert "Step 4/6" not in declined.stdout
 
-    confirmed = run_piped(args, choose_coder + "y\nq\n", tmp_path)
+    confirmed = run_piped(args, choose_big + "y\nq\n", tmp_path)
     assert confirmed.returncode == 0, confirmed.stdout[-3000:] + confirmed.stderr
     assert "Step 4/6" in confirmed.stdout
     chosen = saved_choices("simulated:780m-apu")
-    assert (chosen["model"], chosen["quant"]) == (CODER, "Q3_K_M")
+    assert (chosen["model"], chosen["quant"]) == (LLAMA_70B, "IQ2_M")
 
 
 def test_yes_refuses_a_named_model_that_does_not_fit(flake, tmp_path) -> None:
@@ -220,7 +225,7 @@ def test_yes_refuses_a_named_model_that_does_not_fit(flake, tmp_path) -> None:
     assert result.returncode == 1, result.stdout[-3000:]
     assert "llama-wizard: Qwen3-Coder 30B-A3B Instruct Q8_0 at 32768 tokens needs" in result.stderr
     assert "it does NOT fit" in result.stderr
-    assert "Choose a smaller quant or context (`llama-wizard fit MODEL`" in result.stderr
+    assert "Choose a smaller quant or context ('llama-wizard fit MODEL'" in result.stderr
     assert "Step 4/6" not in result.stdout
 
 
@@ -233,7 +238,9 @@ def test_the_plan_warning_and_the_model_table_agree_on_the_cpu(flake, tmp_path) 
     build_step, model_step = step(result.stdout, 2), step(result.stdout, 3)
     if "There is no memory to fit a model into" in model_step:
         pytest.skip("this machine's RAM is unknown")
-    rows = re.findall(r"^│ [> ] .+│ (.+?) +│$", model_step, re.MULTILINE)
+    # The models table (Model, Size, Best fit, tok/s), not the chosen model's quant table.
+    models = model_step.split(": quants at", 1)[0]
+    rows = re.findall(r"^│ [> ] .+│ (.+?) +│ +\S+ │$", models, re.MULTILINE)
     assert rows, model_step
     if "no_model_fits" in build_step:
         assert all(row == "does not fit" for row in rows), rows
@@ -241,7 +248,7 @@ def test_the_plan_warning_and_the_model_table_agree_on_the_cpu(flake, tmp_path) 
     else:
         use = re.search(r"1\) Use (.+) (\S+) at (\d+) tokens", model_step)
         assert use and "does NOT fit" not in use[0], model_step
-        chosen = re.search(r"^│ > .+│ (.+?) +│$", model_step, re.MULTILINE)
+        chosen = re.search(r"^│ > .+│ (.+?) +│ +\S+ │$", models, re.MULTILINE)
         assert chosen and chosen[1] != "does not fit"
         assert any(row != "does not fit" for row in rows)
 
@@ -258,10 +265,11 @@ def test_a_choice_equal_to_the_recommendation_is_saved_as_it(flake, tmp_path) ->
     assert gfx906, listing.stdout[-3000:]
     commands = tmp_path / "llama-wizard-commands.sh"
     commands.write_text("# mine\n")
+    coder = model_number(args, CODER, tmp_path, f"2\n1,2\n1\n2\n{gfx906[1]}\n1\n")
     answers = (
         "2\n1,2\n1\n"  # choose the GPUs: both (the recommendation); use them
         f"2\n{gfx906[1]}\n1\n"  # choose the output rocm-gfx906 (the recommendation); use it
-        f"2\n{model_number(CODER)}\n1\n"  # choose the recommended model; use it
+        f"2\n{coder}\n1\n"  # choose the recommended model; use it
         "\n"  # build (or go on with the build)
         "3\n"  # go on to the commands
         "2\n\n\n"  # save to the offered file: it exists; do not replace it

@@ -159,15 +159,20 @@ def test_a_quant_that_does_not_exist_is_an_error_that_lists_those_that_do(flake:
 
 
 def test_a_saved_model_that_no_longer_fits_is_dropped_with_a_note(flake: str) -> None:
-    with session_on("2x-mi50", flake) as session:
+    # All on the GPUs (--mode gpu): with part of it in RAM nearly anything runs somewhere.
+    coder = "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF"
+    with session_on("2x-mi50", flake, mode="gpu") as session:
         session.make_plan()
-        report = session.fit(session.resolve("ggml-org/gpt-oss-120b-GGUF"), 8192)
-        session.accept_model(session.choice_at(report, 0), confirmed=True)
+        report = session.fit(session.resolve(coder, "Q5_K_M"), 8192)
+        choice = session.choice_at(report, 0)
+        assert choice.verdict != "no" and choice.mode == "gpu"  # fits both MI50s (32 GiB)
+        session.accept_model(choice)
         session.save()
-    with session_on("2x-mi50", flake) as session:
-        session.choose_gpus([0])  # half the memory now
+    with session_on("2x-mi50", flake, mode="gpu") as session:
+        session.choose_gpus([0])  # half the memory now: 20 GiB of weights cannot fit 16
         plan = session.make_plan()
         assert plan.model == plan.recommended_model
+        assert plan.model is None or (plan.model.repo, plan.model.quant) != (coder, "Q5_K_M")
         assert any("does not fit" in note for note in session.take_notes())
 
 
@@ -185,6 +190,8 @@ def test_the_plan_warning_and_the_model_table_agree_on_a_cpu_only_machine(flake:
 def test_core_modules_import_neither_textual_nor_questionary() -> None:
     core = [
         "llama_wizard.tui.session",
+        "llama_wizard.tui.ranking",
+        "llama_wizard.tui.measurements",
         "llama_wizard.tui.settings",
         "llama_wizard.tui.validate",
         "llama_wizard.tui.steps",

@@ -61,3 +61,28 @@ def test_step(step: str, size: tuple[int, int], fixed_dirs: Path, snap_compare) 
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=go_to_step)
+
+
+def test_help_at_80x24(fixed_dirs: Path, snap_compare) -> None:
+    """The help's key table and its Close button are in view in the smallest terminal."""
+    app = make_app(fixed_dirs, "2x-mi50", flake=str(fixed_dirs / "flake"))
+
+    async def open_help(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=open_help)
+
+
+def test_hardware_with_a_masked_igpu_at_80x24(fixed_dirs: Path, snap_compare) -> None:
+    """Both GPUs ticked on the command line; the build leaves the iGPU out, and says so:
+    `[x]` for the card, `[-]` and a line for the iGPU."""
+    app = make_app(fixed_dirs, "7900xtx-raphael-igpu", flake=str(fixed_dirs / "flake"),
+                   gpus=[0, 1])  # fmt: skip
+
+    async def ready(pilot) -> None:
+        await settle(pilot)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)

@@ -181,7 +181,9 @@ async def test_a_running_build_is_announced_and_can_be_followed(tmp_path: Path) 
             view = app.screen.query_one(BuildView)
             log = view.query_one("#build-log", Log)
             await wait_for(lambda: any("[1/600]" in line for line in log.lines))
-            await pilot.press("c")
+            await pilot.press("c")  # asks first (an hour-long build is one key away)
+            await pilot.pause()
+            await pilot.press("y")
             await wait_for(lambda: view.final is not None)
             assert view.final.status == "cancelled"
     finally:

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, OptionList, Select, Static
 
 from llama_wizard.screens.build import BuildView
 from llama_wizard.tui.settings import SettingsStore, settings_path
+from llama_wizard.tui.widgets import CommandText
 from tests.wizard_helpers import (
     make_app,
     next_step,
@@ -219,7 +220,12 @@ async def test_stray_keys_in_the_context_field_change_nothing(tmp_path: Path) ->
 # (6) a choice that does not fit is confirmed ----------------------------------------------------
 
 
+BIG = "bartowski/Meta-Llama-3.1-70B-Instruct-GGUF"
+
+
 async def test_a_quant_that_does_not_fit_is_confirmed_on_next(tmp_path: Path) -> None:
+    # A model of which no quant fits the APU (the estimate offloads MoE experts to the CPU, so
+    # a 30B MoE may fit; a 70B dense model does not).
     app = make_app(tmp_path, "780m-apu")
     async with app.run_test(size=(120, 40)) as pilot:
         await to_model_step(pilot)
@@ -228,10 +234,10 @@ async def test_a_quant_that_does_not_fit_is_confirmed_on_next(tmp_path: Path) ->
         assert app.screen.report.quants[app.screen.query_one("#quants").cursor_row].verdict != "no"
         models = app.screen.query_one("#models", OptionList)
         models.focus()
-        models.highlighted = models.get_option_index("unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF")
+        models.highlighted = models.get_option_index(BIG)
         await pilot.press("enter")
         await settle(pilot)
-        assert app.screen.report.source.repo == "unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF"
+        assert app.screen.report.source.repo == BIG
         assert all(e.verdict == "no" for e in app.screen.report.quants)  # nothing fits
         app.screen.query_one("#quants", DataTable).focus()
         await pilot.press("down")
@@ -267,7 +273,7 @@ async def test_a_quant_that_does_not_fit_is_confirmed_on_next(tmp_path: Path) ->
         await pilot.press("ctrl+c")
     assert app.return_code == 0
     saved = saved_choices("simulated:780m-apu")
-    assert (saved.model, saved.quant) == ("unsloth/Qwen3-Coder-30B-A3B-Instruct-GGUF", wanted)
+    assert (saved.model, saved.quant) == (BIG, wanted)
 
 
 # (7) what is saved and written -------------------------------------------------------------------
@@ -390,7 +396,7 @@ async def test_launch_fields_are_checked_and_a_bad_one_is_said(tmp_path: Path) -
         await pilot.pause()
         assert app.session.choices.port == 9090 and app.session.choices.prompt == "Hello there"
         assert "not a TCP port" not in str(status.content)
-        assert "'Hello there'" in str(app.screen.query_one("#command", Static).content)
+        assert "'Hello there'" in app.screen.query_one("#command", CommandText).text
         app.screen.query_one("#prompt", Input).value = "   "
         await pilot.pause()
         assert app.session.choices.prompt == "Hello there"

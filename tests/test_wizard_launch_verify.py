@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import Static
 
 from llama_wizard.tui.verify import FIT_PARAMS
+from llama_wizard.tui.widgets import CommandText
 from tests.helpers import run_cli
 from tests.llamacpp import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
     fixture_dense_gguf,
@@ -48,7 +49,7 @@ def test_the_launch_step_shows_llamacpps_own_fit(
             await wait_for(lambda: app.launched.finished and not app.launch_running, 120)
             await pilot.pause()
             status = str(app.screen.query_one("#launch-status", Static).render())
-            command = str(app.screen.query_one("#command", Static).render())
+            command = app.screen.query_one("#command", CommandText).text
             return str(line.render()), set(line.classes), status, command
 
     text, classes, status, command = asyncio.run(scenario())
@@ -56,7 +57,7 @@ def test_the_launch_step_shows_llamacpps_own_fit(
     assert "system RAM" in text and "not asked" not in text and "disagree" not in text
     assert not classes & {"disagree", "not-asked"}
     assert "llama-completion exited with status 0" in status, status
-    assert command.startswith("$ ") and "llama-completion" in command
+    assert "llama-completion -hf" in command or "llama-completion -m" in command, command
 
 
 def test_the_launch_step_says_when_llamacpp_disagrees(

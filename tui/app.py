@@ -6,9 +6,16 @@ session."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import threading
 from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -57,8 +64,13 @@ class WizardApp(App[int]):
     TITLE = "llama-wizard"
     # Screens lay themselves out differently below 100 columns (the 80x24 SSH terminal).
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
+    # Below 32 rows (the 24-row SSH terminal) fields lose their borders: the lists get the rows.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012
     BINDINGS = [  # noqa: RUF012 - Textual's declared class attribute
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
+        # Textual's own ctrl+q quits at once: this one asks first when work is going on, and
+        # saves the choices (the steps show it in the footer where `q` would be typed).
+        Binding("ctrl+q", "request_quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(self, session: WizardSession) -> None:
@@ -69,12 +81,18 @@ class WizardApp(App[int]):
         self.build_running = False
         self.launch_running = False
         self.running: list[BuildRecord] = []  # builds found running at start
+        self.build_record: BuildRecord | None = None  # the build-run step's, while it runs
+        self.followed: list[BuildRecord] = []  # running builds shown with "Follow the running…"
+        self.signal_guard: SignalGuard | None = None  # set by run_wizard
+        self.exit_signal: int | None = None  # the signal that ended the wizard, if one did
 
     def get_default_screen(self) -> Screen:
         # The first step is the default screen itself: no blank screen to draw first.
         return _screen_for(self.step)
 
     def on_mount(self) -> None:
+        if self.signal_guard is not None:
+            self.signal_guard.attach(asyncio.get_running_loop())
         if self.session.simulated:
             self.sub_title = f"SIMULATED: {self.session.simulated}"
         self.show_notes()  # what loading the settings file had to say
@@ -85,12 +103,16 @@ class WizardApp(App[int]):
 
     def show_notes(self) -> None:
         for note in self.session.take_notes():
-            self.notify(note, severity="warning", timeout=12, markup=False)
+            from llama_wizard.screens.base import message_markup
+
+            self.notify(message_markup(note), severity="warning", timeout=12)
 
     def save_choices(self) -> None:
         problem = self.session.save()
         if problem:
-            self.notify(problem, severity="warning", timeout=12, markup=False)
+            from llama_wizard.screens.base import message_markup
+
+            self.notify(message_markup(problem), severity="warning", timeout=12)
 
     # -- builds started before ------------------------------------------------------------------
 
@@ -109,10 +131,12 @@ class WizardApp(App[int]):
             self.call_from_thread(self._found_running, found)
 
     def _found_running(self, records: list[BuildRecord]) -> None:
+        from llama_wizard.tui.build_view import started_text
+
         self.running = records
         for record in records:
             self.notify(
-                f"A build of {record.output} started {record.started} is still running. "
+                f"A build of {record.output} started {started_text(record)} is still running. "
                 "ctrl+p → “Follow the running build” shows it.",
                 timeout=15,
                 markup=False,
@@ -121,6 +145,7 @@ class WizardApp(App[int]):
     def follow_running_build(self, record: BuildRecord) -> None:
         from llama_wizard.screens.build import BuildScreen
 
+        self.followed.append(record)
         self.push_screen(BuildScreen(record, f"Following the build of {record.output}"))
 
     # -- navigation -----------------------------------------------------------------------------
@@ -189,6 +214,20 @@ class WizardApp(App[int]):
         self.save_choices()
         self.exit(0)
 
+    def exit_on_signal(self, signum: int) -> None:
+        """SIGTERM or SIGHUP: end as a quit does (llama.cpp stopped, choices saved), without
+        asking; the build goes on. Leaving through exit() lets Textual's driver restore the
+        terminal (normal screen, cursor, mouse and paste modes off)."""
+        if self.exit_signal is not None:
+            return
+        self.exit_signal = signum
+        if self.launched is not None:
+            with contextlib.suppress(Exception):  # whatever happens, the app must still end
+                self.launched.stop(grace=2.0)
+        with contextlib.suppress(Exception):
+            self.save_choices()
+        self.exit(128 + signum)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for number, step in enumerate(STEPS, 1):
@@ -197,10 +236,12 @@ class WizardApp(App[int]):
                 f"Jump to the {STEP_TITLES[step.key]} step",
                 partial(self.goto, step.key),
             )
+        from llama_wizard.tui.build_view import started_text
+
         for record in self.running:
             yield SystemCommand(
                 "Follow the running build",
-                f"Show the build of {record.output} started {record.started}",
+                f"Show the build of {record.output} started {started_text(record)}",
                 partial(self.follow_running_build, record),
             )
         yield SystemCommand(
@@ -230,6 +271,186 @@ class WizardApp(App[int]):
         self.goto(STEP_KEYS[0])  # every step shows choices that were just forgotten
 
 
+# Everything a full-screen program may have switched on, switched off: the kitty keyboard
+# protocol, mouse reporting (every mode Textual uses), bracketed paste, focus events, then the
+# normal screen and a visible cursor. Only written when the app could not end by itself.
+RESTORE_TERMINAL = (
+    "\x1b[<u"
+    "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l"
+    "\x1b[?2004l\x1b[?1004l"
+    "\x1b[?1049l\x1b[?25h"
+)
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# How long the app gets to end by itself after a signal (it stops llama.cpp first, with a
+# 2 s grace per signal) before the terminal is restored by hand and the process ends.
+SIGNAL_EXIT_SECONDS = 10.0
+
+
+class SignalGuard:
+    """SIGTERM and SIGHUP end the wizard cleanly instead of killing it where it stands (which
+    leaves the terminal in the alternate screen, mouse reporting on, cursor hidden, and
+    llama.cpp orphaned). Textual's Linux driver handles neither signal.
+
+    The signal asks the app to exit (WizardApp.exit_on_signal, on its event loop; the loop's
+    own signal handling wakes it whichever thread the signal lands on). A watchdog makes sure
+    the process ends anyway: if the app has not ended after SIGNAL_EXIT_SECONDS, or a second
+    signal comes, it writes the restore sequences to the terminal itself, stops llama.cpp and
+    exits with 128 + the signal. After a dropped SSH connection the terminal is gone and
+    writes to it fail; only the watchdog's path is sure to end then."""
+
+    def __init__(self, app: WizardApp, hint: Any = None) -> None:
+        self.app = app
+        self.hint = hint  # () -> lines to print at the shell
+        self.signum: int | None = None
+        self.done = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.previous: dict[int, Any] = {}
+        self.tty_attrs: list[Any] | None = None
+        app.signal_guard = self
+
+    def install(self) -> None:
+        with contextlib.suppress(Exception):
+            import termios
+
+            self.tty_attrs = termios.tcgetattr(sys.stdin.fileno())
+        for signum in EXIT_SIGNALS:
+            self.previous[signum] = signal.signal(signum, self._python_handler)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From the app's loop, once it runs: the loop's handlers wake it at once."""
+        self.loop = loop
+        for signum in EXIT_SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.add_signal_handler(signum, self.on_signal, signum)
+        if self.signum is not None:  # it came while the app was starting
+            loop.call_soon(self.app.exit_on_signal, self.signum)
+
+    def _python_handler(self, signum: int, frame: object) -> None:
+        del frame
+        self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        if self.signum is not None:
+            # A second signal: the person (or the system) insists; do not wait any longer.
+            threading.Thread(target=self.last_resort, args=(self.signum,), daemon=True).start()
+            return
+        self.signum = signum
+        threading.Thread(target=self._watch, args=(signum,), daemon=True).start()
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.app.exit_on_signal, signum)
+
+    def _watch(self, signum: int) -> None:
+        if not self.done.wait(SIGNAL_EXIT_SECONDS):
+            self.last_resort(signum)
+
+    def last_resort(self, signum: int) -> None:
+        """The app did not end by itself: restore the terminal by hand and end the process."""
+        if self.done.is_set():
+            return
+        launched = self.app.launched
+        if launched is not None:
+            with contextlib.suppress(Exception):
+                launched.stop(grace=1.0)
+        restore_terminal(self.tty_attrs)
+        with contextlib.suppress(Exception):
+            lines = self.hint() if self.hint is not None else []
+            if lines:
+                os.write(sys.stderr.fileno(), ("\n".join(lines) + "\n").encode())
+        os._exit(128 + signum)
+
+    def finished(self) -> None:
+        """The app has ended: the watchdog stands down, and the signals go back to what they
+        were (the loop may outlive the app)."""
+        self.done.set()
+        loop = self.loop
+        for signum, previous in self.previous.items():
+            if loop is not None and not loop.is_closed():
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+            with contextlib.suppress(Exception):
+                signal.signal(signum, previous)
+
+
+def restore_terminal(tty_attrs: list[Any] | None = None, fd: int | None = None) -> None:
+    """Switch off what the app switched on, written straight to the terminal (no buffer, no
+    writer thread); errors ignored, the terminal may be gone."""
+    if fd is None:
+        try:
+            fd = sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
+        except (OSError, ValueError):
+            fd = 1
+    with contextlib.suppress(OSError):
+        os.write(fd, RESTORE_TERMINAL.encode())
+    if tty_attrs is not None:
+        with contextlib.suppress(Exception):
+            import termios
+
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, tty_attrs)
+
+
+def reattach_argv(session: WizardSession, root: str | None = None) -> list[str]:
+    """The command that follows the wizard's build again: `llama-wizard build` finds a running
+    build by the plan's build name (flake + output), so it gets what made this plan (the
+    machine, and the flake, output and GPUs the session holds), nothing else."""
+    argv = ["llama-wizard", "build"]
+    choices = session.choices
+    if choices.output:
+        argv.append(choices.output)
+    if choices.flake:
+        argv += ["--flake", choices.flake]
+    if choices.gpus is not None:
+        argv += ["--gpu", ",".join(str(gpu) for gpu in choices.gpus)]
+    if session.simulated:
+        argv += ["--simulate", session.simulated]
+    elif root:
+        argv += ["--root", root]
+    return argv
+
+
+def going_on(app: WizardApp, root: str | None = None) -> list[str]:
+    """What to print at the shell about the builds this wizard started or followed that go on
+    after it ended: how to follow each again."""
+    from llama_wizard.nix.build import read_record, slug_for
+
+    plan = app.session.plan
+    ours = slug_for(plan.build.build_name) if plan is not None else None
+    seen: set[str] = set()
+    lines: list[str] = []
+    for record in [r for r in (app.build_record, *app.followed) if r is not None]:
+        if record.directory in seen:
+            continue
+        seen.add(record.directory)
+        current = read_record(record)
+        if current.finished:
+            continue
+        lines.append(
+            f"llama-wizard: the build of {current.output} goes on in the background "
+            f"(log: {current.text_log})."
+        )
+        if current.slug == ours:
+            lines.append("Follow it again with:")
+            lines.append(f"  {shlex.join(reattach_argv(app.session, root))}")
+        else:
+            lines.append(f"Follow its log with:\n  {shlex.join(['tail', '-f', current.text_log])}")
+    return lines
+
+
+def _print_at_shell(lines: list[str]) -> None:
+    """After the app has left the alternate screen. The terminal may be gone (SIGHUP): then
+    nothing is printed and nothing fails at exit either."""
+    if not lines:
+        return
+    try:
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            devnull = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stream
+            sys.stderr = sys.stdout = devnull
+
+
 def run_wizard(
     root: str | None = None,
     simulate: str | None = None,
@@ -237,14 +458,25 @@ def run_wizard(
     overrides: Overrides | None = None,
 ) -> int:
     """The full-screen wizard; `overrides` (from the command line) win over saved choices.
-    Exit status 0 when the person quits, 1 when the app failed."""
+    Exit status 0 when the person quits, 1 when the app failed, 128 + N when signal N (SIGTERM,
+    SIGHUP) ended it (as a shell reports a program a signal killed). A build that goes on is
+    named at the shell afterwards, with the command that follows it again."""
     from llama_wizard.tui.machine import open_machine
     from llama_wizard.tui.settings import SettingsStore
 
     with open_machine(root, simulate) as machine:
         session = WizardSession(machine, SettingsStore.load(), overrides, timeout=timeout)
         app = WizardApp(session)
-        code = app.run()
+        guard = SignalGuard(app, hint=lambda: going_on(app, root))
+        guard.install()
+        try:
+            code = app.run()
+        finally:
+            guard.finished()
+        with contextlib.suppress(Exception):  # a hint must never turn an exit into a crash
+            _print_at_shell(going_on(app, root))
+    if app.exit_signal is not None:
+        return 128 + app.exit_signal
     if app.return_code:
         return app.return_code
     return code or 0

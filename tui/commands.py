@@ -2,11 +2,16 @@
 them savable to one file.
 
 - the build, exactly as the wizard ran it;
-- the run (`LaunchSpec.shell_command()`), and the llama-server variant on 0.0.0.0:8080;
+- the run (`LaunchSpec.shell_command()`), and the llama-server variant on the chosen host and
+  port (127.0.0.1:8080 unless the person chose another);
 - a NixOS `services.llama-server` snippet, with only the options the flake's module has
   (shared/reference/flake.md, "NixOS Modules");
 - for ROCm builds, the matching `docker-rocm*` image: build, load, run;
 - `nix develop` for the backend's dev shell.
+
+Every command listens where the person chose, never on every interface unasked. On an address
+other machines can reach, llama-server requires an API key (tui/apikey.py): the commands say
+where the key file is and refer to `$LLAMA_API_KEY`, whose value is never written out.
 
 Nothing here runs anything, and no secret (HF_TOKEN, API keys) is ever written out.
 """
@@ -23,6 +28,14 @@ from typing import TYPE_CHECKING
 
 from llama_wizard.detect.errors import ActionableError
 from llama_wizard.nix.flake import nix_string
+from llama_wizard.tui.apikey import (
+    API_KEY_VARIABLE,
+    LOOPBACK_NAMES,
+    ensure_api_key,
+    export_line,
+    key_note,
+    needs_api_key,
+)
 from llama_wizard.tui.launch import (
     LaunchSpec,
     is_secret_name,
@@ -34,8 +47,10 @@ from llama_wizard.tui.launch import (
 if TYPE_CHECKING:
     from llama_wizard.tui.plan import Plan
 
-SERVER_HOST = "0.0.0.0"
+SERVER_HOST = "127.0.0.1"  # the default of `run --host`, the Launch step and the NixOS module
 SERVER_PORT = 8080
+CONTAINER_HOST = "0.0.0.0"  # inside a container: see docker_command
+NIXOS_KEY_FILE = "/run/secrets/llama-server-api-key"
 DOCKER_IMAGE = "llama-cpp-rocm:latest"  # flake.md, "Docker Images"
 NIXOS_MODEL_DIR = "/var/lib/llama-models"
 FLAKE_INPUT = "llama-cpp"
@@ -110,9 +125,34 @@ def _take_apart(args: Sequence[str]) -> _Launch:
     return launch
 
 
+def listen_address(spec: LaunchSpec) -> tuple[str, int]:
+    """Where a launch's llama-server listens: its --host and --port, else the defaults."""
+    host, port = SERVER_HOST, SERVER_PORT
+    args = spec.args
+    for position, arg in enumerate(args[:-1]):
+        if arg == "--host":
+            host = args[position + 1]
+        elif arg == "--port" and args[position + 1].isdigit():
+            port = int(args[position + 1])
+    return host, port
+
+
 def server_spec(spec: LaunchSpec, host: str = SERVER_HOST, port: int = SERVER_PORT) -> LaunchSpec:
     """The llama-server variant of a launch: the same model, flags and environment, listening on
-    host:port instead of completing a prompt."""
+    host:port instead of completing a prompt; with the API key (in its environment) when host
+    is reachable from other machines."""
+    args = _server_args(spec, host, port)
+    binary = str(PurePosixPath(spec.binary).parent / "llama-server")
+    env = dict(spec.env)
+    if needs_api_key(host, args):
+        env[API_KEY_VARIABLE] = ensure_api_key()
+    else:
+        env.pop(API_KEY_VARIABLE, None)  # ours, for another host: a loopback server needs none
+    return LaunchSpec("llama-server", binary, args, env, list(spec.unset_env))
+
+
+def _server_args(spec: LaunchSpec, host: str, port: int) -> list[str]:
+    """A launch's arguments without its prompt, listening on host:port."""
     kept: list[str] = []
     skip = False
     for arg in spec.args:
@@ -122,9 +162,26 @@ def server_spec(spec: LaunchSpec, host: str = SERVER_HOST, port: int = SERVER_PO
             skip = True
         elif arg != "-no-cnv":
             kept.append(arg)
-    binary = str(PurePosixPath(spec.binary).parent / "llama-server")
-    return LaunchSpec("llama-server", binary, [*kept, "--host", host, "--port", str(port)],
-                      dict(spec.env), list(spec.unset_env))  # fmt: skip
+    return [*kept, "--host", host, "--port", str(port)]
+
+
+def _key_lines(spec: LaunchSpec) -> list[str]:
+    """For a llama-server that requires the wizard's key: why (as comments), and the line that
+    puts the key in $LLAMA_API_KEY, which the command refers to."""
+    if API_KEY_VARIABLE not in spec.env:
+        return []
+    host, _port = listen_address(spec)
+    return [*_comment(key_note(host)), export_line()]
+
+
+def _comment(text: str, width: int = 78) -> list[str]:
+    """A message as comment lines of a shell script or Nix file (`code` spans in quotes)."""
+    import textwrap
+
+    from llama_wizard.tui.format import plain_text
+
+    return textwrap.wrap(plain_text(text), width - 2, initial_indent="# ", subsequent_indent="# ",
+                         break_on_hyphens=False, break_long_words=False)  # fmt: skip
 
 
 def _nix(plan: Plan, *args: str) -> list[str]:
@@ -139,14 +196,18 @@ def build_command(plan: Plan) -> Command:
 
 
 def run_command(spec: LaunchSpec) -> Command:
-    return Command(f"Run {spec.program}", spec.shell_command(), "sh")
+    text = "\n".join([*_key_lines(spec), spec.shell_command()])
+    return Command(f"Run {spec.program}", text, "sh")
 
 
-def server_command(spec: LaunchSpec) -> Command:
-    server = server_spec(spec)
-    return Command(
-        f"Serve with llama-server on {SERVER_HOST}:{SERVER_PORT}", server.shell_command(), "sh"
-    )
+def server_command(spec: LaunchSpec, host: str = SERVER_HOST, port: int = SERVER_PORT) -> Command:
+    server = server_spec(spec, host, port)
+    text = "\n".join([*_key_lines(server), server.shell_command()])
+    return Command(f"Serve with llama-server on {_host_port(host, port)}", text, "sh")
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _nixos_model(plan: Plan, launch: _Launch) -> tuple[str, list[str]]:
@@ -187,13 +248,16 @@ def _nixos_package(plan: Plan) -> str:
     return package
 
 
-def nixos_command(plan: Plan, spec: LaunchSpec) -> Command | None:
+def nixos_command(
+    plan: Plan, spec: LaunchSpec, host: str = SERVER_HOST, port: int = SERVER_PORT
+) -> Command | None:
     """A flake-based NixOS configuration running llama-server as the module's systemd service.
     None when the flake has no `nixosModules.default`."""
     if "default" not in plan.flake_outputs.nixos_modules:
         return None
     build = plan.build
-    launch = _take_apart(server_spec(spec).args)
+    server = server_spec(spec, host, port)
+    launch = _take_apart(server.args)
     model, notes = _nixos_model(plan, launch)
     env = {k: v for k, v in spec.env.items() if not is_secret_name(k)}
     gpu_layers = launch.gpu_layers if launch.gpu_layers is not None else 0
@@ -205,8 +269,8 @@ def nixos_command(plan: Plan, spec: LaunchSpec) -> Command | None:
         f"package = {_nixos_package(plan)};",
         *[f"# {line}" for line in notes],
         f"model = {nix_str(model)};",
-        f"host = {nix_str(SERVER_HOST)};",
-        f"port = {SERVER_PORT};",
+        f"host = {nix_str(host)};",
+        f"port = {port};",
     ]
     if fitted and gpu_layers == -1:
         # The module always passes --n-gpu-layers (default 99), which would stop llama.cpp's
@@ -216,10 +280,21 @@ def nixos_command(plan: Plan, spec: LaunchSpec) -> Command | None:
     if launch.ctx is not None:
         service.append(f"contextSize = {launch.ctx};")
     service.append(f"extraArgs = {nix_list(without_secrets(launch.rest))};")
-    if without_secrets(launch.rest) != launch.rest:
+    if API_KEY_VARIABLE in server.env:
+        # Not commented out: a service reachable from the network must not start without a
+        # key (a missing file stops it instead).
+        service += [
+            *_comment(
+                f"It listens on {host}, which other machines can reach, so it requires an API "
+                "key: put one (a long random string) in this file, readable only by root "
+                "(agenix or sops-nix can provide it). Clients send `Authorization: Bearer KEY`."
+            ),
+            f"apiKeyFile = {nix_str(NIXOS_KEY_FILE)};",
+        ]
+    elif without_secrets(launch.rest) != launch.rest:
         service += [
             "# The API key is not written here: keep it in a file only root reads, and",
-            '# apiKeyFile = "/run/secrets/llama-server-api-key";',
+            f"# apiKeyFile = {nix_str(NIXOS_KEY_FILE)};",
         ]
     if env:
         service.append("environment = {")
@@ -278,12 +353,21 @@ def docker_output(plan: Plan) -> str | None:
     return "docker-rocm" if "docker-rocm" in packages else None
 
 
-def docker_command(plan: Plan, spec: LaunchSpec) -> Command | None:
+def docker_command(
+    plan: Plan, spec: LaunchSpec, host: str = SERVER_HOST, port: int = SERVER_PORT
+) -> Command | None:
+    """Build and load the flake's image, and run llama-server in it with the GPUs.
+
+    Inside the container llama-server listens on 0.0.0.0: the published port arrives on the
+    container's own network interface, never on its loopback, so 127.0.0.1 there would answer
+    nobody. Who can reach it from outside is decided by the published port, bound to the chosen
+    host (`-p 127.0.0.1:8080:8080` answers only this machine). Other containers on the same
+    Docker network reach the container's port directly; on a reachable host the key guards it."""
     output = docker_output(plan)
     if output is None:
         return None
-    server = server_spec(spec)
-    args = list(server.args)
+    server = server_spec(spec, host, port)
+    args = _server_args(spec, CONTAINER_HOST, port)
     mounts: list[str] = []
     if "-m" in args:  # a local file: mount its folder read-only
         position = args.index("-m") + 1
@@ -297,16 +381,29 @@ def docker_command(plan: Plan, spec: LaunchSpec) -> Command | None:
         "docker", "run",
         "--device=/dev/kfd", "--device=/dev/dri",
         "--group-add", "video", "--group-add", "render",
-        "-p", f"{SERVER_PORT}:{SERVER_PORT}",
+        "-p", f"{_publish_address(host)}:{port}:{port}",
         *env, *mounts,
         DOCKER_IMAGE,
     ]  # fmt: skip
     lines = [
         shlex.join(_nix(plan, "build", f"{plan.build.flake}#{output}")),
         "docker load < ./result",
+        *_key_lines(server),
         f"{shlex.join(run)} {shell_words(['llama-server', *args])}",
     ]
+    if API_KEY_VARIABLE in server.env:
+        # `-e NAME` passes the value from the shell without writing it on docker's command
+        # line; an unset variable would start the server open, so the shell stops first.
+        lines.insert(-1, f': "${{{API_KEY_VARIABLE}:?}}"')
     return Command(f"Docker ({output})", "\n".join(lines), "sh")
+
+
+def _publish_address(host: str) -> str:
+    """The host side of `docker run -p`: an IP address (Docker takes no names), IPv6 in []."""
+    if host.lower() in LOOPBACK_NAMES:
+        return "127.0.0.1"
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else bare
 
 
 def dev_shell(plan: Plan) -> str | None:
@@ -327,14 +424,24 @@ def dev_shell_command(plan: Plan) -> Command | None:
     return Command(f"Development shell ({shell})", shlex.join(argv), "sh")
 
 
-def commands_for(plan: Plan, spec: LaunchSpec) -> list[Command]:
+def commands_for(
+    plan: Plan, spec: LaunchSpec, *, host: str | None = None, port: int | None = None
+) -> list[Command]:
     """Every command of the Done step, in the order it shows them (those that do not apply to
-    this plan and flake are left out)."""
+    this plan and flake are left out). llama-server listens on host:port (the person's choice;
+    without one, where `spec` does if it is llama-server, else 127.0.0.1:8080)."""
+    spec_host, spec_port = listen_address(spec)
+    host = host if host is not None else spec_host
+    port = port if port is not None else spec_port
     commands = [build_command(plan), run_command(spec)]
-    server = server_spec(spec)
-    if spec.shell_command() != server.shell_command():  # not already the server on 0.0.0.0:8080
-        commands.append(server_command(spec))
-    optional = [nixos_command(plan, spec), docker_command(plan, spec), dev_shell_command(plan)]
+    server = server_spec(spec, host, port)
+    if spec.shell_command() != server.shell_command():  # not already this very server
+        commands.append(server_command(spec, host, port))
+    optional = [
+        nixos_command(plan, spec, host, port),
+        docker_command(plan, spec, host, port),
+        dev_shell_command(plan),
+    ]
     commands += [command for command in optional if command is not None]
     return commands
 

@@ -53,6 +53,8 @@ LEFTOVER_SECONDS = 2.0  # after the program exits, how long its leftovers may ho
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY)", re.IGNORECASE)
 # llama.cpp options whose value is a secret, and the variable a person would keep it in.
 SECRET_OPTIONS = {"--api-key": "LLAMA_API_KEY", "--hf-token": "HF_TOKEN", "-hft": "HF_TOKEN"}
+# Secret variables a launch cannot go without (shown as a reference that must be set).
+REQUIRED_SECRETS = ("LLAMA_API_KEY",)
 
 
 class LaunchError(ActionableError):
@@ -113,13 +115,20 @@ class LaunchSpec:
 
     def shell_command(self) -> str:
         """The command as a person types it in a POSIX shell: `env -u A K=V BINARY args...`.
-        Secret variables (HF_TOKEN, ...) are left out (set them in your shell); secret option
+        Secret variables (HF_TOKEN, ...) are left out (set them in your shell), except a key
+        the program requires, shown as `LLAMA_API_KEY="${LLAMA_API_KEY:?}"`; secret option
         values appear as a reference to a variable ("$LLAMA_API_KEY")."""
         prefix: list[str] = []
         for name in self.unset_env:
             prefix += ["-u", name]
         prefix += [f"{k}={v}" for k, v in self.env.items() if not is_secret_name(k)]
         parts = [shlex.join(["env", *prefix])] if prefix else []
+        # A key the program must have (llama-server's on a reachable address) is a reference
+        # that stops the shell when the variable is unset: without it llama-server would start
+        # with no key, open to the network.
+        required = [f'{k}="${{{k}:?}}"' for k in self.env if k in REQUIRED_SECRETS]
+        if required:
+            parts = [*(parts or ["env"]), *required]
         parts.append(shell_words([self.binary, *self.args]))
         return " ".join(parts)
 
@@ -165,6 +174,8 @@ def without_secrets(args: Sequence[str]) -> list[str]:
 
 
 GPU_BACKENDS = ("rocm", "cuda", "vulkan")
+CPU_BUILD_IGNORES = ("-ngl", "--n-gpu-layers", "--gpu-layers", "--n-cpu-moe", "-ncmoe", "-ts",
+                     "--tensor-split")  # fmt: skip
 
 
 def uses_gpu(plan: Plan) -> bool:
@@ -177,8 +188,15 @@ def uses_gpu(plan: Plan) -> bool:
 
 def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
     """How llama.cpp is told the plan's model, once: the source (`-hf repo:QUANT`, `-m FILE`
-    or `-mu URL`, or `-m model_path`), `-c`, then `-ngl 99 -fa on` on a GPU build (a CPU build
-    has no layers to offload), then the model's own flags. The plan shows exactly these."""
+    or `-mu URL`, or `-m model_path`), `-c`, then on a GPU build the placement of the model's
+    run mode (`-ngl 99`; moe-offload adds `--n-cpu-moe N`; hybrid `-ngl N`; cpu `-ngl 0`) and
+    `-fa on` (a CPU build has no layers to offload: no -ngl), then the model's own flags. The
+    plan shows exactly these.
+
+    llama.cpp's --fit (on by default) moves layers only when the command line does not place
+    them (no -ngl, -ts, -ot or --n-cpu-moe: common/fit.cpp gives up with "n_gpu_layers already
+    set by user"). So the mode's fixed flags stand alone, and --fit is said instead of them only
+    for the gpu mode when the estimate is tight or no mode runs (tui/verify.fit_flags)."""
     model = plan.model
     gpu = uses_gpu(plan)
     if model is None and model_path is None:
@@ -197,10 +215,12 @@ def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
         rest = args[len(own_source) :]  # the source is given once, below
         source = ["-m", str(Path(model_path).expanduser())] if model_path else own_source
     if not gpu:
-        rest = without_options(rest, ("-ngl", "--n-gpu-layers", "--gpu-layers"))
-    if model is not None:
-        # Tight or over: llama.cpp's own --fit places the layers (an explicit -ngl 99 makes it
-        # give up and run out of GPU memory); see tui/verify.fit_flags for the evidence.
+        # No layers to place on a CPU build (llama.cpp only warns that it ignores them).
+        rest = without_options(rest, CPU_BUILD_IGNORES)
+    if model is not None and (model.mode == "gpu" or model.verdict == "no"):
+        # Tight or over on the GPUs: llama.cpp's own --fit places the layers (an explicit
+        # -ngl 99 makes it give up and run out of GPU memory); see tui/verify.fit_flags. A
+        # moe-offload, hybrid or cpu mode that runs keeps its own placement.
         from llama_wizard.tui.verify import apply_fit_rule
 
         rest = apply_fit_rule(rest, model.verdict, gpu, _has_fit(plan))
@@ -305,11 +325,19 @@ def _spec(
         if plan.model is not None:
             args += plan.model.server_args()  # -np N: the slots the estimate is for
     args += list(extra_args)
+    env = dict(plan.build.env)
+    if program == "llama-server":
+        from llama_wizard.tui.apikey import API_KEY_VARIABLE, ensure_api_key, needs_api_key
+
+        if needs_api_key(host, extra_args):
+            # Reachable from other machines: llama-server requires the wizard's key, given in
+            # the environment (an argument would show in `ps`), never printed.
+            env[API_KEY_VARIABLE] = ensure_api_key()
     return LaunchSpec(
         program=program,
         binary=str(Path(plan.build.out_link).absolute() / "bin" / program),
         args=args,
-        env=dict(plan.build.env),
+        env=env,
         unset_env=list(plan.build.unset_env),
     )
 

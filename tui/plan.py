@@ -126,7 +126,7 @@ class Plan:
         }
 
 
-def _assumed_outputs(ref: str, system: str) -> FlakeOutputs:
+def assumed_outputs(ref: str, system: str) -> FlakeOutputs:
     if ref == UPSTREAM_FLAKE:
         packages = list(UPSTREAM_PACKAGES)
     else:
@@ -147,9 +147,11 @@ def make_plan(
     nix_timeout: float = 600.0,
     flash_attn: str | None = None,
     n_parallel: int | None = None,
+    mode: str | None = None,
 ) -> Plan:
     """`flash_attn` (-fa on|off|auto, default auto) and `n_parallel` (llama-server -np N) are
-    what the model's memory estimate assumes; auto is resolved for the build's backend.
+    what the model's memory estimate assumes; auto is resolved for the build's backend. `mode`
+    (gpu, moe-offload, hybrid, cpu; default auto: the best each quant runs in) is the run mode.
 
     Raises NixError (a flake the person named cannot be read), ChoiceError, or ModelError
     (a model the person named cannot be read)."""
@@ -163,7 +165,7 @@ def make_plan(
         nix_env = None
         warnings.append(PlanWarning("nix_missing", error.message, error.fix))
     if nix_env is None:
-        outputs = _assumed_outputs(ref, system)
+        outputs = assumed_outputs(ref, system)
         warnings.append(
             PlanWarning(
                 "flake_outputs_assumed",
@@ -179,7 +181,7 @@ def make_plan(
         except FlakeError as error:
             if flake_ref:
                 raise
-            outputs = _assumed_outputs(ref, system)
+            outputs = assumed_outputs(ref, system)
             warnings.append(PlanWarning("flake_unreachable", error.message, error.fix))
     build = recommend(
         inventory, outputs, nix_env, state_dir(), output=output, gpu_indices=gpu_indices
@@ -197,7 +199,7 @@ def make_plan(
         quant=quant,
         ctx=ctx,
         host_memory_bytes=inventory.memory_available_bytes or None,
-        settings=LaunchSettings(flash_attn or "auto", n_parallel, build.backend),
+        settings=LaunchSettings(flash_attn or "auto", n_parallel, build.backend, mode or "auto"),
     )
     model_choice = model_plan.choice
     if model_choice is None:

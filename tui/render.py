@@ -1,21 +1,28 @@
-"""Rich renderings of detection results for the terminal (`llama-wizard detect`)."""
+"""Rich renderings of detection results and plans for the terminal (`llama-wizard detect`,
+`plan`, plain mode): messages with their `code` spans in bold (tui/format.py says the rule),
+bullets with a hanging indent."""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from llama_wizard.detect.model import DetectionWarning, Gpu, Inventory
 from llama_wizard.tui.format import (
+    BULLET,
+    code_spans,
     gpu_architecture,
     gpu_free,
     gpu_memory,
     human_bytes,
+    plain_text,
     short_bus_id,
 )
 
@@ -24,10 +31,49 @@ if TYPE_CHECKING:
     from llama_wizard.tui.plan import Plan
 
 
+class Message:
+    """A message whose `code` spans show as the output allows: in bold on a terminal, in
+    quotes where there is no styling (a file, a pipe): tui/format.py's rule, decided when it is
+    drawn. `lead` goes first (a styled label such as "Fix: ")."""
+
+    def __init__(self, message: str, lead: Text | str = "", code_style: str = "bold") -> None:
+        self.message, self.lead, self.code_style = message, lead, code_style
+
+    def text(self, styled: bool = True) -> Text:
+        text = Text()
+        text.append(self.lead if isinstance(self.lead, Text) else Text(self.lead))
+        if not styled:
+            text.append(plain_text(self.message))
+            return text
+        for piece, code in code_spans(self.message):
+            text.append(piece, style=self.code_style if code else "")
+        return text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.text(styled=options.is_terminal)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.text(styled=options.is_terminal))
+
+
+def rich_message(message: str, lead: Text | str = "") -> Message:
+    return Message(message, lead)
+
+
+def bullets(items: Sequence[RenderableType | str], bullet: str = BULLET) -> Table:
+    """A bulleted list whose wrapped lines start under the text, not under the bullet."""
+    grid = Table.grid(padding=0)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    for entry in items:
+        grid.add_row(bullet, Message(entry) if isinstance(entry, str) else entry)
+    return grid
+
+
 def warning_panel(warning: DetectionWarning | PlanWarning) -> Panel:
     """Something to know, and the fix, as a yellow box."""
     return Panel(
-        Text.assemble((warning.message, ""), "\n", ("Fix: ", "bold"), warning.fix),
+        Group(Message(warning.message), Message(warning.fix, Text("Fix: ", style="bold"))),
         title=f"warning: {warning.code}",
         title_align="left",
         border_style="yellow",
@@ -136,17 +182,19 @@ def plan_renderable(plan: Plan, banner: bool = True) -> Group:
         summary.add_row("Launch", Text(shlex.join(plan.launch_args()), style="cyan"))
     parts.append(summary)
     parts.append(Text("Why", style="bold"))
-    parts.extend(Text(f"  • {reason}") for reason in build.reasons)
-    if model is not None:
-        parts.extend(Text(f"  • {reason}") for reason in model.reasons)
+    parts.append(bullets([*build.reasons, *(model.reasons if model is not None else [])]))
     if build.costs:
         parts.append(Text("What this choice costs", style="bold red"))
-        parts.extend(Text(f"  • {cost}") for cost in build.costs)
+        parts.append(bullets(list(build.costs)))
     if build.alternatives:
         parts.append(Text("Alternatives", style="bold"))
-        parts.extend(
-            Text.assemble("  • ", (alt.output, "bold"), f": {alt.why_not}")
-            for alt in build.alternatives
+        parts.append(
+            bullets(
+                [
+                    Message(alt.why_not, Text.assemble((alt.output, "bold"), ": "))
+                    for alt in build.alternatives
+                ]
+            )
         )
     for warning in [*plan.warnings, *build.warnings, *plan.inventory.warnings]:
         parts.append(warning_panel(warning))

@@ -16,6 +16,7 @@ No Textual, no questionary, no printing: faces show `take_notes()` and the error
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,15 @@ if TYPE_CHECKING:
     from llama_wizard.models.choose import FitReport, LaunchSettings, ModelChoice
     from llama_wizard.models.estimate import Device, Estimate
     from llama_wizard.models.source import ModelSource
+    from llama_wizard.models.speed import CpuSpec, Speed
     from llama_wizard.nix.build import BuildStatus
+    from llama_wizard.nix.environment import SetupProblem
+    from llama_wizard.nix.recommend import BuildChoice, PlanWarning
     from llama_wizard.tui.commands import Command
     from llama_wizard.tui.launch import LaunchSpec
     from llama_wizard.tui.machine import Machine
     from llama_wizard.tui.plan import Plan
+    from llama_wizard.tui.ranking import RankedModel, SpeedContext
     from llama_wizard.tui.verify import Agreement, FitVerdict
 
 COMMANDS_FILE_NAME = "llama-wizard-commands.sh"
@@ -71,17 +76,38 @@ class Overrides:
     # What the memory estimate assumes of the launch: -fa on|off|auto and llama-server's -np N.
     flash_attn: str | None = None
     n_parallel: int | None = None
+    # The run mode (gpu, moe-offload, hybrid, cpu); None: auto, the best each quant runs in.
+    mode: str | None = None
+    # --nix-without-build-users: the wizard's nix commands run with `build-users-group =`.
+    nix_without_build_users: bool = False
 
 
 @dataclass
 class ModelRow:
-    """A catalogue model with its best quant on the chosen memory (the Model step's list)."""
+    """A model of the ranked list (tui/ranking.py: the catalogue and the GGUF files on this
+    machine) with its best quant on the chosen memory (the Model step's list, plain mode's)."""
 
-    repo: str
+    repo: str  # what --model takes: the catalogue repo id, or a local file's path
     name: str
     size_class: str
     best_quant: str | None
     verdict: str  # fits, tight or no
+    # The best quant's run mode (gpu, moe-offload, hybrid, cpu) and its short label ("GPU",
+    # "MoE→RAM 12", "hybrid 30/49", "CPU"); None when nothing runs.
+    mode: str | None = None
+    mode_label: str | None = None
+    # The model's fit badge (tui/ranking.py BADGES: fits, tight, ram, cpu, no) and its words
+    # ("fits", "tight", "GPU+RAM", "CPU only", "no").
+    badge: str = "no"
+    badge_text: str = "no"
+    # The best quant's speed (measured here when there is a measurement, else predicted) and
+    # its cell ("~42" predicted, "42 m" measured, "-" unknown).
+    speed: Speed | None = None
+    speed_text: str = "-"
+    score: float = 0.0
+    params_b: float = 0.0
+    kind: str = "catalogue"  # or "local": a GGUF file in llama.cpp's or the HF cache
+    cached: bool = False  # the best quant's file is on this machine
 
 
 @dataclass
@@ -93,6 +119,26 @@ class QuantRow:
     estimate: Estimate
     chosen: bool
     recommended: bool
+    # Prompt and generation tokens/s in this quant's mode: measured on this machine when there
+    # is a measurement, else predicted (Speed.source says which); None: not known.
+    speed: Speed | None = None
+
+    @property
+    def speed_text(self) -> str:
+        """The generation speed as a cell: "~42" predicted, "42 m" measured, "-" unknown."""
+        from llama_wizard.tui.ranking import speed_text
+
+        return speed_text(self.speed)
+
+    @property
+    def mode(self) -> str:
+        """The run mode of this quant's verdict: gpu, moe-offload, hybrid or cpu."""
+        return self.estimate.mode
+
+    @property
+    def mode_label(self) -> str:
+        """The mode, short: "GPU", "MoE→RAM 12", "hybrid 30/49", "CPU"."""
+        return self.estimate.mode_label
 
 
 @dataclass
@@ -141,7 +187,7 @@ class WizardSession:
         timeout: float = 10.0,
     ) -> None:
         """`store` None: nothing is read or saved (the subcommands)."""
-        self.machine = machine
+        self._machine = machine
         self.store = store
         self.overrides = overrides or Overrides()
         self.timeout = timeout
@@ -152,6 +198,45 @@ class WizardSession:
         if store:
             store.notes.clear()
         self._machine_key: tuple[str, str] | None = None
+        # This host's CPU and RAM bandwidth for the speed prediction, per inventory (measured
+        # once per machine and cached on disk; kept here so a table asks once).
+        self._cpu_spec: tuple[int, CpuSpec] | None = None
+
+    @property
+    def machine(self) -> Machine:
+        """The machine, with the environment every nix command of the wizard gets: planning,
+        asking the flake, building (one place, so none of them differs)."""
+        if not self.nix_without_build_users:
+            return self._machine
+        from dataclasses import replace
+
+        from llama_wizard.nix.environment import without_build_users
+
+        return replace(self._machine, env=without_build_users(self._machine.env))
+
+    @property
+    def nix_without_build_users(self) -> bool:
+        return self.choices.nix_without_build_users or self.overrides.nix_without_build_users
+
+    def allow_nix_without_build_users(self, agreed: bool = True) -> None:
+        """The person agreed (or no longer agrees) that the wizard's nix commands run with
+        `build-users-group =`: as root, without Nix's build users. Remembered with this
+        machine's choices; the plan is made again with it."""
+        if agreed != self.choices.nix_without_build_users:
+            self.choices.nix_without_build_users = agreed
+            self.plan = None
+
+    def setup_problem(self) -> SetupProblem | None:
+        """What stops every build with Nix as it is set up (from the plan's look at Nix)."""
+        plan = self.plan
+        return plan.nix.setup_problem if plan is not None and plan.nix is not None else None
+
+    def asking_text(self) -> str:
+        """What planning is doing while it asks the flake (it may fetch it from GitHub)."""
+        from llama_wizard.nix.flake import asking_text, default_flake_ref, normalize_ref
+
+        flake = self.choices.flake
+        return asking_text(normalize_ref(flake) if flake else default_flake_ref())
 
     # --- messages ------------------------------------------------------------------------------
 
@@ -283,6 +368,39 @@ class WizardSession:
         indices = self.plan.build.gpus if self.plan is not None else self.chosen_gpus()
         return [g for g in inventory.gpus if g.index in indices]
 
+    def masked_gpus(self) -> list[int]:
+        """The chosen GPUs the build leaves out (an iGPU next to a discrete GPU, ...): the plan's
+        answer when there is a plan, else the build rule asked on the outputs the flake is
+        assumed to have (no Nix call, so the Hardware step can show it at once)."""
+        chosen = self.chosen_gpus()
+        if self.plan is not None:
+            used = set(self.plan.build.gpus)
+        else:
+            build = self._assumed_build(gpu_indices=chosen)
+            if build is None:
+                return []  # the Build step says what is wrong
+            used = set(build.gpus)
+        return [index for index in chosen if index not in used]
+
+    def _assumed_build(
+        self, *, gpu_indices: list[int] | None, output: str | None = None
+    ) -> BuildChoice | None:
+        """The build rule on the outputs the flake is assumed to have (no Nix call), before
+        there is a plan: for what the steps show at once. None when the rule refuses."""
+        from llama_wizard.nix.flake import default_flake_ref, normalize_ref
+        from llama_wizard.nix.recommend import nix_system, recommend
+        from llama_wizard.tui.plan import assumed_outputs, state_dir
+
+        inventory = self._inventory()
+        flake = self.choices.flake
+        try:
+            ref = normalize_ref(flake) if flake else default_flake_ref()
+            outputs = assumed_outputs(ref, nix_system(inventory))
+            return recommend(inventory, outputs, None, state_dir(), output=output,
+                             gpu_indices=gpu_indices)  # fmt: skip
+        except ActionableError:
+            return None
+
     def choose_gpus(self, indices: list[int]) -> None:
         chosen = validate.check_gpus(list(indices))
         known = {g.index for g in self._inventory().gpus}
@@ -350,6 +468,7 @@ class WizardSession:
                     ctx=ctx,
                     flash_attn=settings.flash_attn,
                     n_parallel=settings.n_parallel,
+                    mode=settings.mode,
                 )
             except ChoiceError as error:
                 if output is None or not self._saved("output"):
@@ -376,6 +495,7 @@ class WizardSession:
                 model = quant = ctx = None
                 outcome_dropped += ["model", "quant", "ctx"]
                 continue
+            plan.warnings[:0] = _nix_setup_warnings(plan, self.nix_without_build_users)
             return PlanOutcome(plan, outcome_dropped, notes)
         raise RuntimeError("planning did not settle")  # pragma: no cover - each retry drops more
 
@@ -423,7 +543,7 @@ class WizardSession:
             backend: str | None = self.plan.build.backend
         else:
             backend = backend_for(self.planned_gpus())
-        return LaunchSettings(flash_attn, n_parallel, backend)
+        return LaunchSettings(flash_attn, n_parallel, backend, named.mode or "auto")
 
     def default_ctx(self) -> int:
         model = self.plan.model if self.plan is not None else None
@@ -449,23 +569,90 @@ class WizardSession:
             settings=self.launch_settings(),
         )
 
-    def model_rows(self, ctx: int | None = None) -> list[ModelRow]:
-        """The catalogue, each model with its best quant at ctx on the planned memory."""
-        from llama_wizard.models.catalogue import load_catalogue
-        from llama_wizard.models.source import from_catalogue
+    def speed_context(self) -> SpeedContext:
+        """What every row's speed depends on beside the row (worker-safe): the planned GPUs,
+        the flake output and backend (the plan's; before one, the output the build rule
+        recommends, without asking Nix), this host's CPU and the measurements on disk now."""
+        from llama_wizard.tui.measurements import MeasurementStore, host_cpu_spec
+        from llama_wizard.tui.ranking import SpeedContext
 
-        ctx = ctx or self.default_ctx()
+        inventory = self._inventory()
+        cached = self._cpu_spec
+        if cached is None or cached[0] != id(inventory):
+            cached = (id(inventory), host_cpu_spec(inventory))
+            self._cpu_spec = cached
+        output, backend = self._speed_build()
+        store = MeasurementStore.load()
+        self._notes += [n for n in store.notes if n not in self._notes]
+        return SpeedContext(inventory, self.planned_gpus(), output, backend, cached[1], store,
+                            self.simulated)  # fmt: skip
+
+    def _speed_build(self) -> tuple[str, str | None]:
+        """(flake output, backend) the speeds are for."""
+        from llama_wizard.models.choose import backend_for
+
+        if self.plan is not None:
+            return self.plan.build.output, self.plan.build.backend
+        build = self._assumed_build(gpu_indices=self.choices.gpus, output=self.choices.output)
+        if build is None:
+            return self.choices.output or "default", backend_for(self.planned_gpus())
+        return build.output, build.backend
+
+    def speeds(self, report: FitReport) -> list[Speed | None]:
+        """Each quant's speed in its mode (worker-safe): measured on this machine when there is
+        a measurement, else predicted; a simulated machine's are predictions only."""
+        return self.speed_context().speeds(report)
+
+    def choice_speed(self, choice: ModelChoice) -> Speed | None:
+        """The speed of a model choice (the plan's model): from the fit it was taken from; None
+        for a choice made without one."""
+        if choice.report is None or choice.index is None:
+            return None
+        return self.speed_context().speed(choice.report, choice.index)
+
+    def ranked(
+        self, ctx: int | None = None, sort: str = "score", *, local: bool = True
+    ) -> list[RankedModel]:
+        """The ranked list (tui/ranking.py): the catalogue and, with `local`, the GGUF files in
+        llama.cpp's and the Hugging Face cache, each with its best mode and quant at ctx (each
+        model's default context when None) on the planned memory, speed, badge and score, in
+        `sort` order (score, speed, size, name). Worker-safe."""
+        from llama_wizard.tui.ranking import catalogue_entries, local_entries, rank_entries
+
+        if ctx is not None:
+            ctx = validate.check_ctx(ctx)
+        entries = catalogue_entries()
+        if local:
+            notes: list[str] = []
+            entries += local_entries(entries, notes)
+            self._notes += notes
+        context = self.speed_context()
+        return rank_entries(entries, lambda source: self.fit(source, ctx), context, sort=sort)
+
+    def model_rows(self, ctx: int | None = None, sort: str = "score") -> list[ModelRow]:
+        """The ranked list at ctx on the planned memory, as the faces show it (best first)."""
+        from llama_wizard.tui.ranking import BADGE_TEXT, speed_text
+
         rows = []
-        for model in load_catalogue().models:
-            report = self.fit(from_catalogue(model, model.repo, None), ctx)
-            index = best_index(report)
+        for ranked in self.ranked(ctx or self.default_ctx(), sort):
+            best = None if ranked.best is None else ranked.estimate
             rows.append(
                 ModelRow(
-                    model.repo,
-                    model.name,
-                    model.size_class,
-                    None if index is None else report.quants[index].quant,
-                    "no" if index is None else report.quants[index].verdict,
+                    ranked.model,
+                    ranked.name,
+                    ranked.entry.size_class,
+                    None if best is None else best.quant,
+                    "no" if best is None else best.verdict,
+                    None if best is None else best.mode,
+                    None if best is None else best.mode_label,
+                    badge=ranked.badge,
+                    badge_text=BADGE_TEXT[ranked.badge],
+                    speed=ranked.speed,
+                    speed_text=speed_text(ranked.speed) if best is not None else "-",
+                    score=ranked.score,
+                    params_b=ranked.params_b,
+                    kind=ranked.entry.kind,
+                    cached=ranked.cached,
                 )
             )
         return rows
@@ -486,8 +673,9 @@ class WizardSession:
 
     def quant_rows(self, report: FitReport, chosen: int | None) -> list[QuantRow]:
         best = best_index(report)
+        speeds = self.speeds(report)
         return [
-            QuantRow(i, c.quant, e, i == chosen, i == best)
+            QuantRow(i, c.quant, e, i == chosen, i == best, speeds[i])
             for i, (c, e) in enumerate(zip(report.source.candidates, report.quants, strict=True))
         ]
 
@@ -560,15 +748,21 @@ class WizardSession:
         return build_status(state_dir(), self._plan().build)
 
     def check_can_build(self) -> None:
-        """Raise ActionableError (with its fix) when nothing can be built: Nix is missing, or
+        """Raise ActionableError (with its fix) when nothing can be built: Nix is missing, set
+        up so that every build fails (NixSetupError: no nixbld group as root, no daemon), or
         the state directory cannot record a build. Before a build starts, so nothing is half
         done."""
+        from llama_wizard.nix.errors import NixSetupError
         from llama_wizard.tui.plan import ensure_state_dir
 
         plan = self._plan()
         if plan.nix is None:
             missing = next(w for w in plan.warnings if w.code == "nix_missing")
             raise ActionableError(missing.message, missing.fix)
+        if plan.nix.setup_problem is not None:
+            # NixSetupError.problem.wizard_can_apply: the face may offer
+            # allow_nix_without_build_users and plan again.
+            raise NixSetupError(plan.nix.setup_problem)
         ensure_state_dir()
 
     # --- step 5: the launch --------------------------------------------------------------------
@@ -612,6 +806,18 @@ class WizardSession:
 
         return server_url(self.choices.host, self.choices.port)
 
+    def record_timing(self, timing: Any, program: str) -> list[str]:
+        """Remember the speeds llama.cpp printed in a launch of the plan's model on this machine
+        (tui/measurements.py); the notes to show (why nothing was recorded, a file set aside).
+        Safe from a worker thread: it only reads the plan and writes the state file."""
+        from llama_wizard.tui.measurements import record_launch
+
+        plan = self.plan
+        if plan is None:
+            return []
+        _recorded, notes = record_launch(plan, timing, program)
+        return notes
+
     # --- step 6: done --------------------------------------------------------------------------
 
     def commands(self) -> list[Command]:
@@ -619,23 +825,52 @@ class WizardSession:
         from llama_wizard.tui import commands
 
         plan = self._plan()
+        choices = self.choices
         try:
             spec = self.launch_spec(check_built=False)
-        except ActionableError as error:
+            return commands.commands_for(plan, spec, host=choices.host, port=choices.port)
+        except ActionableError as error:  # no model; an API key that cannot be kept
             self.note(f"{error.message} {error.fix}")
             return [commands.build_command(plan)]
-        return commands.commands_for(plan, spec)
+
+    def api_key_note(self) -> str | None:
+        """Why llama-server requires an API key and where it is, when the chosen host is
+        reachable from other machines (every face shows it with the server); else None."""
+        from llama_wizard.tui.apikey import is_loopback, key_note
+
+        host = self.choices.host
+        return None if is_loopback(host) else key_note(host)
 
     @staticmethod
     def default_commands_path() -> Path:
-        return Path.cwd() / COMMANDS_FILE_NAME
+        """Where the Done step's commands are saved unless the person types another path, in
+        every face: the current directory, where the person started the wizard and looks for
+        what it made (as `nix build` leaves ./result there); when that cannot be written (/ or
+        a read-only checkout), the wizard's XDG data directory (~/.local/share/llama-wizard)."""
+        import os
+
+        try:
+            here = Path.cwd()
+        except OSError:  # the directory was deleted under the wizard
+            here = None
+        if here is not None and os.access(here, os.W_OK | os.X_OK):
+            return here / COMMANDS_FILE_NAME
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("llama-wizard")) / COMMANDS_FILE_NAME
 
     def save_commands(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Raises CommandsFileExists when the file is there and overwrite is False (the face
         asks first), ActionableError when it cannot be written."""
         from llama_wizard.tui.commands import save_commands
 
-        return save_commands(self.commands(), Path(path).expanduser(), overwrite=overwrite)
+        target = Path(path).expanduser()
+        if target == self.default_commands_path():
+            # The data directory default may not exist yet (a path typed by the person is
+            # taken as typed: a missing directory there is more likely a typo).
+            with contextlib.suppress(OSError):  # save_commands says why it cannot write
+                target.parent.mkdir(parents=True, exist_ok=True)
+        return save_commands(self.commands(), target, overwrite=overwrite)
 
     # --- saving --------------------------------------------------------------------------------
 
@@ -662,6 +897,31 @@ class WizardSession:
         self.plan = None
         if self.inventory is not None:
             self._apply_overrides()  # what the command line named still holds
+
+
+def _nix_setup_warnings(plan: Plan, without_build_users: bool) -> list[PlanWarning]:
+    """Nix's setup problem, first among the plan's warnings; or, when the person agreed to get
+    round a missing build-users group, that the wizard does so (and the lasting fix)."""
+    from llama_wizard.nix.environment import BUILD_USERS_OFF
+    from llama_wizard.nix.recommend import PlanWarning
+
+    if plan.nix is None:
+        return []
+    problem = plan.nix.setup_problem
+    if problem is not None:
+        return [PlanWarning(problem.code, problem.message, problem.fix)]
+    if without_build_users:
+        return [
+            PlanWarning(
+                "nix_without_build_users",
+                f"llama-wizard runs its nix commands with `{BUILD_USERS_OFF}` (you agreed): "
+                "builds run as root, without Nix's build users.",
+                "For your own nix commands too: `sudo apt install nix-setup-systemd` (Debian/"
+                "Ubuntu: creates the nixbld group and users), or add the line "
+                f"`{BUILD_USERS_OFF}` to /etc/nix/nix.conf.",
+            )
+        ]
+    return []
 
 
 def _repo(report: FitReport) -> str:

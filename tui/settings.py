@@ -61,9 +61,18 @@ class Choices:
     n_predict: int = 128
     host: str = "127.0.0.1"
     port: int = 8080
+    # The person agreed that the wizard's nix commands run with `build-users-group =` (root
+    # without a nixbld group: nix/environment.py).
+    nix_without_build_users: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise validate.InvalidValue(f"{value!r} is not true or false.", "")
+    return value
 
 
 # Each field's check; those that may be null (the recommendation) say so.
@@ -79,6 +88,7 @@ _CHECKS: dict[str, tuple[Any, bool]] = {
     "n_predict": (validate.check_n_predict, False),
     "host": (validate.check_host, False),
     "port": (validate.check_port, False),
+    "nix_without_build_users": (_check_flag, False),
 }
 FIELDS = tuple(f.name for f in fields(Choices))
 

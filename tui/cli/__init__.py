@@ -26,7 +26,7 @@ from llama_wizard.tui.cli.options import (
 
 EXIT_USAGE = 2
 # Each names a module of this package with `add_parser(subparsers)` and `run(args) -> int`.
-COMMANDS = ("detect", "plan", "build", "run", "fit")
+COMMANDS = ("detect", "plan", "build", "run", "fit", "bench")
 # Top-level options that take a value: the word after one is that value, never a command.
 _VALUE_OPTIONS = (
     "--root",
@@ -128,9 +128,9 @@ def parser_scope(arguments: Sequence[str]) -> tuple[bool, str | None]:
 
 
 def _list_profiles() -> int:
-    from llama_wizard.detect.simulate import list_profiles
+    from llama_wizard.detect.simulate import profile_listing
 
-    print("\n".join(list_profiles()))
+    print(profile_listing())
     return 0
 
 
@@ -141,24 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
-    if args.simulate == "list":
-        return _list_profiles()
-    if args.reset:
-        from llama_wizard.tui.settings import reset_settings, settings_path
-
-        backup = reset_settings()
-        what = f"kept as {backup}" if backup else "there were none"
-        print(f"Forgot the saved choices ({settings_path()}; {what}).", file=sys.stderr)
     from llama_wizard.detect.errors import ProfileError
 
     try:
+        if args.simulate == "list":
+            return _list_profiles()
+        if args.reset:
+            from llama_wizard.tui.settings import reset_settings, settings_path
+
+            backup = reset_settings()
+            what = f"kept as {backup}" if backup else "there were none"
+            print(f"Forgot the saved choices ({settings_path()}; {what}).", file=sys.stderr)
         if args.command:
             return command_module(args.command).run(args)
         from llama_wizard.tui.cli import wizard
 
         return wizard.run(args)
     except ProfileError as error:
-        print(f"llama-wizard: {error}", file=sys.stderr)
+        from llama_wizard.tui.cli.options import print_error
+
+        print_error(error)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from llama_wizard.tui.cli.options import gpu_list
+from llama_wizard.tui.cli.options import add_nix_setup_option, gpu_list, print_error
 
 if TYPE_CHECKING:
     from llama_wizard.nix.build import BuildRecord
@@ -62,7 +62,7 @@ def follow_build(
     from llama_wizard.nix.events import BuildProgress
     from llama_wizard.tui.build_view import plain_status, progress_renderable
 
-    progress = BuildProgress()
+    progress = BuildProgress(wall_started=record.started_timestamp)  # elapsed from its start
     json_lines = JsonLines(out) if mode == "json" else None
     live = None
     if mode == "rich":
@@ -109,7 +109,15 @@ def follow_build(
         signal.signal(signal.SIGINT, previous_handler)
         follower.close()
         if live is not None:
-            live.update(progress_renderable(progress, title, time.monotonic()))
+            final = read_record(record)
+            live.update(
+                progress_renderable(
+                    progress,
+                    title,
+                    time.monotonic(),
+                    finished=final.status if final.finished else None,
+                )
+            )
             live.stop()
     if json_lines:
         json_lines.update(progress, force=True)
@@ -137,17 +145,12 @@ def _report(record: BuildRecord, progress: BuildProgress, mode: str, out: IO[str
         print(f"build of {record.output} {record.status}"
               + (f": {record.note}" if record.note else ""), file=err)  # fmt: skip
         if failure is not None:
-            if failure.derivation:
-                print(f"failing derivation: {failure.derivation}", file=err)
             if failure.last_lines:
                 print("last lines of its log:", file=err)
                 for line in failure.last_lines[-15:]:
                     print(f"  {line}", file=err)
-            if failure.cause is not None:
-                print(f"cause: {failure.cause.message}\nfix: {failure.cause.fix}", file=err)
-            print(f"full log: {failure.log_path}", file=err)
-            if failure.nix_log_command:
-                print(f"or: {failure.nix_log_command}", file=err)
+            for line in failure.report_lines():
+                print(line, file=err)
     if record.status == "succeeded":
         if mode != "json" and record.out_paths:
             print(record.out_paths[-1], file=out)
@@ -222,6 +225,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--detach", action="store_true", help="start the build and return; follow it later"
     )
+    add_nix_setup_option(parser)
     return parser
 
 
@@ -235,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             plan = session.make_plan()
             session.check_can_build()
         except ActionableError as error:
-            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            print_error(error.message, error.fix)
             return 1
         machine = session.machine
         for cost in plan.build.costs:

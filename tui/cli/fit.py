@@ -1,19 +1,25 @@
 """`llama-wizard fit MODEL`: will this model fit these GPUs, for each quant, and by how much.
 
-Only argparse, json and sys are imported at module level, so registering the subcommand keeps
-`llama-wizard --help` fast; models/, detect/ and Rich load when the command runs."""
+Only argparse, contextlib, json and sys are imported at module level, so registering the
+subcommand keeps `llama-wizard --help` fast; models/, detect/ and Rich load when the command
+runs."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from llama_wizard.tui.cli.options import add_estimate_options, context_size, gpu_list, quant_name
 from llama_wizard.tui.cli.verified import VERIFY_HELP
 
 EXIT_USAGE = 2
+# tui/ranking.py SORT_KEYS, spelled out so that registering the subcommand stays fast.
+SORT_KEYS = ("score", "speed", "size", "name")
+MODE_NAMES = {"gpu": "GPU", "moe-offload": "MoE→RAM", "hybrid": "hybrid", "cpu": "CPU"}
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 
 
@@ -52,6 +58,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "one size per GPU)",
     )
     parser.add_argument(
+        "--ram",
+        metavar="SIZE",
+        help="plan for this much available system RAM (what moe-offload, hybrid and cpu modes "
+        "put in RAM; default: what this machine, or the --simulate profile, has available)",
+    )
+    parser.add_argument(
         "-ctk",
         "--cache-type-k",
         default="f16",
@@ -69,7 +81,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_estimate_options(parser)
     parser.add_argument(
-        "--list", action="store_true", help="list the catalogue's models and quants, then exit"
+        "--list",
+        action="store_true",
+        help="rank the catalogue's models and the GGUF files already on this machine for the "
+        "chosen GPUs: each with its best mode and quant, speed, fit badge and score, best first",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        metavar="KEY",
+        help="with --list: order by score (default: all on the GPUs first, then the bigger "
+        "model, the higher quant, the faster), speed (generation tokens/s), size (parameters) "
+        "or name",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="NAME",
+        help="the flake output whose measured speeds to show (default: the one the plan "
+        "recommends for these GPUs)",
     )
     parser.add_argument(
         "--local",
@@ -97,7 +126,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _fail(message: str, fix: str, code: int = 1) -> int:
-    print(f"llama-wizard: {message}\n{fix}", file=sys.stderr)
+    from llama_wizard.tui.cli.options import print_error
+
+    print_error(message, fix)
     return code
 
 
@@ -115,48 +146,61 @@ def run(args: argparse.Namespace) -> int:
     except ModelError as error:
         return _fail(error.message, error.fix)
     except ProfileError as error:
-        print(f"llama-wizard: {error}", file=sys.stderr)
+        from llama_wizard.tui.cli.options import print_error
+
+        print_error(error)
         return EXIT_USAGE
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.list:
-        return _list_catalogue(args)
     if args.local:
         return _list_local(args)
-    if not args.model:
+    if args.sort and not args.list:
+        return _fail("--sort orders the ranked list.", "Use it with --list.", EXIT_USAGE)
+    if not args.model and not args.list:
         return _fail(
             "fit needs a MODEL.",
             "Give a .gguf path, an https:// URL or owner/repo[:QUANT]; `llama-wizard fit --list` "
-            "shows the catalogue.",
+            "ranks the catalogue for these GPUs.",
             EXIT_USAGE,
         )
-    from llama_wizard.models.choose import LaunchSettings, fit_model
+    from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.models.choose import fit_model
     from llama_wizard.models.estimate import EstimateOptions
     from llama_wizard.models.source import resolve_model
 
-    devices, host_memory, simulated, backend, inventory = _devices(args)
-    if devices is None:
-        return 1
-    source = resolve_model(args.model, args.quant)
     options = EstimateOptions(cache_type_k=args.cache_type_k, cache_type_v=args.cache_type_v)
-    settings = LaunchSettings(args.flash_attn or "auto", args.parallel, backend)
-    if not settings.options(source).flash_attn and args.cache_type_v not in ("f16", "f32", "bf16"):
-        return _fail(
-            f"A quantized V cache ({args.cache_type_v}) needs flash attention, and it is off.",
-            "Use -fa on (or auto), or -ctv f16.",
-            EXIT_USAGE,
-        )
-    report = fit_model(source, devices, args.ctx, options, host_memory, settings=settings)
-    verified = _verify(args, report, inventory) if args.verify else None
+    try:
+        with _machine(args) as machine:
+            if args.list:
+                return _ranked(args, machine, options)
+            source = resolve_model(args.model, args.quant)
+            settings = machine.settings
+            if not settings.options(source).flash_attn and args.cache_type_v not in (
+                "f16",
+                "f32",
+                "bf16",
+            ):
+                return _fail(
+                    f"A quantized V cache ({args.cache_type_v}) needs flash attention, and it is "
+                    "off.",
+                    "Use -fa on (or auto), or -ctv f16.",
+                    EXIT_USAGE,
+                )
+            report = fit_model(source, machine.devices, args.ctx, options, machine.host_memory,
+                               settings=settings)  # fmt: skip
+            speeds = machine.speed_context().speeds(report)
+    except ActionableError as error:
+        return _fail(error.message, error.fix)
+    verified = _verify(args, report, machine.inventory) if args.verify else None
     if args.json:
-        document = report.to_json()
-        if simulated:
-            document["simulated"] = simulated
+        document = report.to_json([None if s is None else s.to_json() for s in speeds])
+        if machine.simulated:
+            document["simulated"] = machine.simulated
         document["verify"] = None if verified is None else verified.to_json()
         _write_json(document)
     else:
-        _print_report(report, simulated)
+        _print_report(report, machine.simulated, speeds)
         if verified is not None:
             from llama_wizard.tui.cli.verified import print_verified
 
@@ -164,55 +208,230 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _devices(
-    args: argparse.Namespace,
-) -> tuple[list[Any] | None, int | None, str | None, str | None, Any]:
-    """(devices, host memory, simulated profile, backend: what -fa auto is judged by, the
-    inventory detected or None)."""
-    from llama_wizard.models.choose import backend_for, devices_for, devices_from_gpus
+class _Machine:
+    """The memory `fit` fits into and what the speeds need: the session (None with --vram)."""
+
+    def __init__(
+        self,
+        *,
+        devices: list[Any],
+        host_memory: int | None,
+        simulated: str | None,
+        settings: Any,
+        inventory: Any,
+        session: Any,
+    ) -> None:
+        self.devices, self.host_memory, self.simulated = devices, host_memory, simulated
+        self.settings, self.inventory, self.session = settings, inventory, session
+
+    def speed_context(self) -> Any:
+        from llama_wizard.tui.ranking import SpeedContext
+
+        if self.session is None:
+            return SpeedContext(None, [], "", None)
+        return self.session.speed_context()
+
+
+@contextlib.contextmanager
+def _machine(args: argparse.Namespace) -> Iterator[_Machine]:
+    """The devices, RAM, launch settings and the flow core's session for the machine `fit`
+    plans for, open while the command runs (a simulated profile lives in a directory that goes
+    when it is closed)."""
+    from llama_wizard.models.choose import LaunchSettings
     from llama_wizard.models.estimate import Device
     from llama_wizard.models.sizes import parse_size
+    from llama_wizard.tui.machine import open_machine
+    from llama_wizard.tui.session import Overrides, WizardSession
 
+    ram = parse_size(args.ram) if args.ram else None
+    simulate = getattr(args, "simulate", None)
     if args.vram:
         sizes = [parse_size(part) for part in args.vram.split(",") if part.strip()]
         if not sizes:
             parse_size("")
         names = [f"--vram #{i + 1}" if len(sizes) > 1 else "--vram" for i in range(len(sizes))]
         devices = [Device(name, size) for name, size in zip(names, sizes, strict=True)]
-        return devices, None, None, None, None
-    from llama_wizard.detect.selection import default_gpus
-    from llama_wizard.tui.machine import open_machine
+        if ram is None:
+            from llama_wizard.detect.host import read_memory
 
+            with open_machine(getattr(args, "root", None), simulate) as machine:
+                ram = read_memory(machine.root)[1] or None
+        mode = args.mode or "auto"
+        settings = LaunchSettings(args.flash_attn or "auto", args.parallel, None, mode)
+        yield _Machine(devices=devices, host_memory=ram, simulated=simulate, settings=settings,
+                       inventory=None, session=None)  # fmt: skip
+        return
+    overrides = Overrides(
+        flake=args.flake,
+        output=args.output,
+        gpus=args.gpu,
+        flash_attn=args.flash_attn,
+        n_parallel=args.parallel,
+        mode=args.mode,
+    )
     timeout = getattr(args, "timeout", None) or 10.0
-    with open_machine(getattr(args, "root", None), getattr(args, "simulate", None)) as machine:
-        inventory = machine.detect(timeout)
-        simulated = machine.simulated
-    if args.gpu:
-        by_index = {g.index: g for g in inventory.gpus}
-        unknown = [i for i in args.gpu if i not in by_index]
-        if unknown:
-            known = ", ".join(str(i) for i in sorted(by_index)) or "none"
-            _fail(
-                f"There is no GPU {', '.join(map(str, unknown))} here (GPUs: {known}).",
-                "Run `llama-wizard detect` to see the GPU indices.",
+    with open_machine(getattr(args, "root", None), simulate) as machine:
+        session = WizardSession(machine, None, overrides, timeout=timeout)
+        inventory = session.detect()
+        devices = session.devices()
+        settings = session.launch_settings()
+        host_memory = ram if ram is not None else session.host_memory()
+        if ram is not None and devices and all(d.host for d in devices):
+            devices = [Device(devices[0].name, ram, None, None, host=True)]
+        if not devices:
+            from llama_wizard.detect.errors import ActionableError
+
+            raise ActionableError(
+                "No GPU with known memory was detected, and the available system RAM is not "
+                "known, so there is nothing to fit a model into.",
+                "Check `llama-wizard detect`, or say what to plan for: --vram 24GiB, --ram 32GiB.",
             )
-            return None, None, simulated, None, inventory
-        gpus = [by_index[i] for i in args.gpu]
-    else:
-        gpus, _ = default_gpus(inventory)
-    devices = devices_from_gpus(gpus)
-    if not devices and args.verify and not gpus and not simulated:
-        # llama.cpp is asked on this machine: without a GPU its CPU build fits the model into
-        # system RAM, and so does the estimate (as `plan` and the wizard do).
-        devices = devices_for(gpus, inventory)
-    if not devices:
-        _fail(
-            "No GPU with known memory was detected, so there is nothing to fit a model into.",
-            "Check `llama-wizard detect`, or plan for a GPU that is not here with --vram 24GiB.",
-        )
-        return None, None, simulated, None, inventory
-    host_memory = inventory.memory_available_bytes or None
-    return devices, host_memory, simulated, backend_for(gpus), inventory
+        yield _Machine(devices=devices, host_memory=host_memory, simulated=simulate,
+                       settings=settings, inventory=inventory, session=session)  # fmt: skip
+
+
+# --- the ranked list (--list) -------------------------------------------------------------------
+
+
+def _ranked(args: argparse.Namespace, machine: _Machine, options: Any) -> int:
+    """The catalogue and the cached GGUF files, ranked for the machine's memory (tui/ranking.py,
+    as the wizard's Model step and plain mode rank them)."""
+    from llama_wizard.models.choose import fit_model
+    from llama_wizard.tui.ranking import catalogue_entries, local_entries, rank_entries
+
+    entries = catalogue_entries()
+    notes: list[str] = []
+    entries += local_entries(entries, notes)
+
+    def fit(source: Any) -> Any:
+        return fit_model(source, machine.devices, args.ctx, options, machine.host_memory,
+                         settings=machine.settings)  # fmt: skip
+
+    sort = args.sort or "score"
+    rows = rank_entries(entries, fit, machine.speed_context(), sort=sort)
+    if machine.session is not None:
+        notes += machine.session.take_notes()
+    if args.json:
+        document: dict[str, Any] = {
+            "sort": sort,
+            "ctx": args.ctx,
+            "mode": machine.settings.mode,
+            "devices": [
+                {"index": d.index, "name": d.name, "memory_bytes": d.memory_bytes}
+                for d in machine.devices
+            ],
+            "host_memory_bytes": machine.host_memory,
+            "models": [row.to_json(rank) for rank, row in enumerate(rows, start=1)],
+            "notes": notes,
+        }
+        if machine.simulated:
+            document["simulated"] = machine.simulated
+        _write_json(document)
+        return 0
+    _print_ranked(rows, machine, args.ctx, sort, notes)
+    return 0
+
+
+def _print_ranked(
+    rows: list[Any], machine: _Machine, ctx: int | None, sort: str, notes: list[str]
+) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from llama_wizard.tui.ranking import BADGE_LEGEND, BADGE_TEXT, SPEED_LEGEND, path_text
+
+    console = Console()
+    where = _devices_text(machine.devices, machine.host_memory)
+    context = f"{ctx} tokens" if ctx else "each model's default context (32768 or less)"
+    console.print(
+        Text(f"Best for {where}, at {context}", style="bold")
+        + Text(f"  [simulated: {machine.simulated}]" if machine.simulated else "")
+    )
+    styles = {"fits": "green", "tight": "yellow", "ram": "cyan", "cpu": "magenta", "no": "red"}
+    cells = [
+        [
+            path_text(row.model),
+            row.quant if row.best is not None else "-",
+            row.estimate.mode_label if row.best is not None else "-",
+            BADGE_TEXT[row.badge],
+            _speed_cell(row.speed) if row.best is not None else "-",
+        ]
+        for row in rows
+    ]
+    titles = ["Model", "Quant", "Mode", "Fit", "tok/s"]
+    catalogue = [len(r.model) for r in rows if r.entry.kind == "catalogue"]
+    # The repo id is what `fit` and --model take: never cut or wrapped (a longer local path
+    # folds); the other columns wrap at their spaces when 80 columns are not enough.
+    widths = _column_widths(titles, cells, console.width, fixed={0: max(catalogue, default=5)})
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+        title=f"Sorted by {sort}",
+        title_justify="left",
+    )
+    for title, width in zip(titles, widths, strict=True):
+        table.add_column(title, width=width, overflow="fold",
+                         justify="right" if title == "tok/s" else "left")  # fmt: skip
+    for row, row_cells in zip(rows, cells, strict=True):
+        styled: list[Any] = list(row_cells)
+        styled[3] = Text(row_cells[3], style=styles.get(row.badge, ""))
+        table.add_row(*styled)
+    console.print(table)
+    console.print(
+        f"Fit: {BADGE_LEGEND}. {SPEED_LEGEND}"
+        + (" (predicted for the simulated hardware)" if machine.simulated else "")
+        + ". Order: all on the GPUs first, then the bigger model, the higher quant, the "
+        "faster (--sort speed|size|name; --json has the score). `llama-wizard fit MODEL` "
+        "shows every quant of one.",
+        style="dim",
+    )
+    for note in notes:
+        console.print(f"Note: {note}", style="dim")
+
+
+def _column_widths(
+    titles: list[str], cells: list[list[str]], total: int, fixed: dict[int, int]
+) -> list[int]:
+    """Each column as wide as its widest cell; when the table (two spaces between columns)
+    is wider than `total`, the widest of the columns not `fixed` gives up a character at a
+    time, down to its longest word."""
+    columns = list(zip(titles, *cells, strict=True)) if cells else [(t,) for t in titles]
+    widths = [max(len(text) for text in column) for column in columns]
+    floors = [
+        max(len(word) for text in column for word in text.split() or [""]) for column in columns
+    ]
+    for index, width in fixed.items():
+        widths[index] = floors[index] = max(width, len(titles[index]))
+    gaps = 2 * (len(titles) - 1)
+    while sum(widths) + gaps > total:
+        shrinkable = [i for i in range(len(widths)) if i not in fixed and widths[i] > floors[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i] - floors[i])
+        widths[widest] -= 1
+    return widths
+
+
+def _speed_cell(speed: Any) -> str:
+    from llama_wizard.tui.ranking import speed_text
+
+    return speed_text(speed)
+
+
+def _devices_text(devices: list[Any], host_memory: int | None) -> str:
+    text = ", ".join(
+        f"{d.name} ({_gib(d.memory_bytes)})"
+        if d.index is None
+        else f"GPU {d.index} {d.name} ({_gib(d.memory_bytes)})"
+        for d in devices
+    )
+    if host_memory and not all(d.host for d in devices):
+        text += f", system RAM ({_gib(host_memory)} available)"
+    return text
 
 
 # --- llama.cpp's own word (--verify) ----------------------------------------------------------
@@ -348,17 +567,23 @@ def _num(value: int) -> str:
     return f"{value / (1 << 30):.1f}"
 
 
-def _hint(estimate: Any) -> str:
-    if estimate.verdict != "no":
-        return f"-ts {','.join(map(str, estimate.tensor_split))}" if estimate.tensor_split else ""
-    if estimate.n_cpu_moe:
-        return f"--n-cpu-moe {estimate.n_cpu_moe}"
-    if estimate.n_gpu_layers:
-        return f"-ngl {estimate.n_gpu_layers}"
-    return ""
+def _hint(estimate: Any, report: Any) -> str:
+    """The llama.cpp flags of a quant's mode beyond -ngl 99 (the tensor split over GPUs too)."""
+    if estimate.verdict == "no":
+        return ""
+    flags = []
+    if estimate.mode == "moe-offload":
+        flags += ["--n-cpu-moe", str(estimate.n_cpu_moe)]
+    elif estimate.mode == "hybrid":
+        flags += ["-ngl", str(estimate.n_gpu_layers)]
+    elif estimate.mode == "cpu" and any(not d.host for d in report.devices):
+        flags += ["-ngl", "0"]
+    if estimate.tensor_split and estimate.mode != "cpu":
+        flags += ["-ts", ",".join(map(str, estimate.tensor_split))]
+    return " ".join(flags)
 
 
-def _print_report(report: Any, simulated: str | None) -> None:
+def _print_report(report: Any, simulated: str | None, speeds: list[Any] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -372,6 +597,8 @@ def _print_report(report: Any, simulated: str | None) -> None:
         else f"GPU {d.index} {d.name} ({_gib(d.memory_bytes)})"
         for d in report.devices
     )
+    if report.host_memory_bytes and not all(d.host for d in report.devices):
+        devices += f", system RAM ({_gib(report.host_memory_bytes)} available)"
     title = source.repo or source.name
     console.print(
         Text(
@@ -396,85 +623,89 @@ def _print_report(report: Any, simulated: str | None) -> None:
     )
     from rich import box
 
-    table = Table(title_justify="left", expand=False, box=box.SIMPLE_HEAD, pad_edge=False)
+    # Two spaces between columns (one of padding, the box's own) so that they fit 80 columns.
+    table = Table(
+        title_justify="left",
+        expand=False,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+    )
     table.title = "Sizes in GiB"
+    cpu_only = all(d.host for d in report.devices)
     for name, justify in (
         ("Quant", "left"),
         ("File", "right"),
         ("Weights", "right"),
         ("KV", "right"),
-        ("Other", "right"),
         ("Total", "right"),
         ("Free", "right"),
-        ("Fits?", "left"),
+        ("RAM", "right"),
+        ("Mode", "left"),
+        ("Fit", "left"),
         ("Max ctx", "right"),
+        ("tok/s", "right"),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)
+        if name == "RAM" and cpu_only:
+            continue  # the device is the RAM: Total is what it needs
+        # The Max ctx heading may wrap (at 80 columns); the figures never do.
+        table.add_column(name, justify=justify, no_wrap=name != "Max ctx", overflow="fold")
     styles = {"fits": "green", "tight": "yellow", "no": "red"}
-    for estimate in report.quants:
-        table.add_row(
+    from llama_wizard.tui.ranking import SPEED_LEGEND, speed_text
+
+    speeds = speeds or [None] * len(report.quants)
+    for estimate, speed in zip(report.quants, speeds, strict=True):
+        cells: list[Any] = [
             estimate.quant,
             _num(estimate.file_bytes),
             _num(estimate.weights_bytes),
             _num(estimate.kv_bytes),
-            _num(estimate.compute_bytes + estimate.overhead_bytes),
             _num(estimate.total_bytes),
             _num(estimate.free_bytes),
+        ]
+        if not cpu_only:
+            cells.append(_num(estimate.host_bytes or 0))
+        cells += [
+            # The mode's name: its N is in the line of flags under the table (80 columns).
+            MODE_NAMES.get(estimate.mode, estimate.mode),
             Text(estimate.verdict, style=styles.get(estimate.verdict, "")),
             str(estimate.max_ctx) if estimate.max_ctx else "-",
-        )
+            speed_text(speed) if estimate.verdict != "no" else "-",
+        ]
+        table.add_row(*cells)
     console.print(table)
+    from llama_wizard.models.choose import best_quant_index
+
+    best = best_quant_index(report)
+    chosen = speeds[best] if best is not None else None
+    if chosen is not None and chosen.generation_tps is not None:
+        prompt = f"{chosen.prompt_tps:.0f} prompt, " if chosen.prompt_tps else ""
+        console.print(
+            f"Speed of {report.quants[best].quant} ({chosen.source}): {prompt}"
+            f"{chosen.generation_tps:.1f} generated tokens/s; {chosen.basis}.",
+            style="dim",
+        )
     for estimate in report.quants:
-        hint = _hint(estimate)
-        if hint and estimate.verdict == "no":
-            console.print(f"{estimate.quant}: does not fit; try {hint}")
-        elif hint:
-            console.print(f"{estimate.quant}: split over the GPUs with {hint}")
+        hint = _hint(estimate, report)
+        if hint:
+            console.print(f"{estimate.quant}: {estimate.mode_label} with {hint}")
+    where = "system RAM" if cpu_only else "GPU memory"
     console.print(
-        "Other = compute buffers + 576 MiB per GPU for driver and runtime (without flash "
-        "attention the compute buffer grows with the context). "
-        "tight = fits with under 20 % (or 1 GiB) free.",
+        f"Weights, KV, Total and Free are in {where}"
+        + ("" if cpu_only else "; RAM = the system RAM the mode needs")
+        + ". Total - Weights - KV = compute buffers"
+        + ("" if cpu_only else " + 576 MiB per GPU for driver and runtime")
+        + " (without flash attention the compute buffer grows with the context). "
+        "Mode: GPU (all on the GPUs), MoE→RAM N (--n-cpu-moe N), hybrid N/M (-ngl N), CPU. "
+        "tight = fits with under 20 % (or 1 GiB) free; 2 GiB or 10 % of the RAM stays free. "
+        f"{SPEED_LEGEND}" + (" (predicted for the simulated hardware)" if simulated else "") + ".",
         style="dim",
     )
     if source.flags:
         console.print(f"Flags this model needs: {' '.join(source.flags)}")
     for note in [*source.notes, *report.notes]:
         console.print(f"Note: {note}", style="dim")
-
-
-def _list_catalogue(args: argparse.Namespace) -> int:
-    from llama_wizard.models.catalogue import load_catalogue
-
-    catalogue = load_catalogue()
-    if args.json:
-        _write_json(
-            {
-                "models": [
-                    {
-                        "repo": m.repo,
-                        "name": m.name,
-                        "size_class": m.size_class,
-                        "context_length": m.architecture["context_length"],
-                        "flags": m.flags,
-                        "quants": [{"quant": q.quant, "bytes": q.bytes} for q in m.quants],
-                    }
-                    for m in catalogue.models
-                ]
-            }
-        )
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Catalogue", title_justify="left")
-    table.add_column("Model")
-    table.add_column("Class")
-    table.add_column("Quants (GB)")
-    for m in catalogue.models:
-        quants = ", ".join(f"{q.quant} {q.bytes / 1e9:.1f}" for q in m.quants)
-        table.add_row(m.repo, m.size_class, quants)
-    Console().print(table)
-    return 0
 
 
 def _list_local(args: argparse.Namespace) -> int:

@@ -26,6 +26,27 @@ token_count = argparse_type(validate.check_n_predict)
 host_address = argparse_type(validate.check_host)
 flash_attn_mode = argparse_type(validate.check_flash_attn)
 server_slots = argparse_type(validate.check_parallel)
+# models/estimate.py MODE_CHOICES, spelled out so that registering the subcommands stays fast
+# (tests/test_run_modes.py checks they agree).
+RUN_MODES = ("auto", "gpu", "moe-offload", "hybrid", "cpu")
+MODE_HELP = (
+    "run mode: gpu (every layer on the GPUs), moe-offload (the MoE experts of the first layers "
+    "in RAM: --n-cpu-moe N), hybrid (the first layers in RAM: -ngl N), cpu (all in RAM); "
+    "default auto: the best mode each quant runs in"
+)
+
+
+def add_mode_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, **more: object
+) -> None:
+    """--mode auto|gpu|moe-offload|hybrid|cpu."""
+    parser.add_argument(
+        "--mode",
+        choices=RUN_MODES,
+        metavar="|".join(RUN_MODES),
+        help=MODE_HELP,
+        **more,  # type: ignore[arg-type]
+    )
 
 
 def add_estimate_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -49,6 +70,28 @@ def add_estimate_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
         help="estimate for llama-server with N slots, as its -np N (each slot gets ctx/N tokens "
         "of its own KV cache; default: llama-completion, one sequence)",
     )
+    add_mode_option(parser, default=None)
+
+
+def add_nix_setup_option(parser: argparse.ArgumentParser) -> None:
+    """--nix-without-build-users: get round a missing nixbld group as root (the wizard's Build
+    step offers the same and remembers the answer)."""
+    parser.add_argument(
+        "--nix-without-build-users",
+        action="store_true",
+        help="run nix with `build-users-group =`, so that builds run as root without Nix's "
+        "build users: for root on a machine whose Nix has no nixbld group and no daemon "
+        "(Debian's nix-bin alone), where every build fails otherwise",
+    )
+
+
+def print_error(message: object, fix: str | None = None) -> None:
+    """An error of a subcommand on stderr, as `llama-wizard: MESSAGE` and its fix on the next
+    line; `code` spans become quotes (tui.format.plain_text), as everywhere text is plain."""
+    from llama_wizard.tui.format import plain_text
+
+    text = f"llama-wizard: {message}" + (f"\n{fix}" if fix else "")
+    print(plain_text(text), file=sys.stderr)
 
 
 def positive_int(text: str) -> int:
@@ -77,6 +120,8 @@ def command_session(args: argparse.Namespace) -> Iterator[WizardSession]:
         ctx=getattr(args, "ctx", None),
         flash_attn=getattr(args, "flash_attn", None),
         n_parallel=getattr(args, "parallel", None),
+        mode=getattr(args, "mode", None),
+        nix_without_build_users=bool(getattr(args, "nix_without_build_users", False)),
     )
     with open_machine(args.root, args.simulate) as machine:
         yield WizardSession(machine, None, overrides, timeout=args.timeout)

@@ -7,7 +7,13 @@ import argparse
 import json
 import sys
 
-from llama_wizard.tui.cli.options import add_estimate_options, context_size, gpu_list, quant_name
+from llama_wizard.tui.cli.options import (
+    add_estimate_options,
+    add_nix_setup_option,
+    context_size,
+    gpu_list,
+    quant_name,
+)
 from llama_wizard.tui.cli.verified import VERIFY_HELP
 
 
@@ -39,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--gpu", metavar="N[,N]", type=gpu_list, help="use these GPUs (indices from `detect`)"
     )
     add_estimate_options(parser)
+    add_nix_setup_option(parser)
     parser.add_argument(
         "--verify",
         action="store_true",
@@ -55,8 +62,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             plan = session.make_plan()
         except ActionableError as error:
-            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            from llama_wizard.tui.cli.options import print_error
+
+            print_error(error.message, error.fix)
             return 1
+        # The model's speed in its mode: measured on this machine when it was, else predicted.
+        speed = session.choice_speed(plan.model) if plan.model is not None else None
         verified = None
         if args.verify:
             # llama.cpp's own fit, after the estimate (never fatal: a VerifyError is shown).
@@ -65,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             verified = Verified.ask(session.verify)
     if args.json:
         document = plan.to_json()
+        if document["model"] is not None:
+            document["model"]["speed"] = None if speed is None else speed.to_json()
         document["verify"] = None if verified is None else verified.to_json()
         json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -72,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         from llama_wizard.tui.render import print_plan
 
         print_plan(plan)
+        from llama_wizard.tui.ranking import speed_words
+
+        words = speed_words(speed)
+        if words and plan.model is not None and plan.model.verdict != "no":
+            print(f"Speed of {plan.model.name} {plan.model.quant}: {words}.")
         if verified is not None:
             from llama_wizard.tui.cli.verified import print_verified
 

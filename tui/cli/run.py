@@ -13,31 +13,45 @@ import sys
 from typing import IO, TYPE_CHECKING, Any
 
 from llama_wizard.tui.cli.options import (
+    add_mode_option,
+    add_nix_setup_option,
     context_size,
     gpu_list,
     host_address,
+    print_error,
     quant_name,
     tcp_port,
     token_count,
 )
 
 if TYPE_CHECKING:
-    from llama_wizard.tui.launch import LaunchSpec
+    from collections.abc import Callable
+
+    from llama_wizard.tui.launch import LaunchSpec, Timing
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 POLL_SECONDS = 0.1
+
+
+class _UsageWithArgs(argparse.HelpFormatter):
+    """The usage line ends with `[-- ARGS]`: argparse would show the program's arguments (a
+    REMAINDER) as `...` at best, which does not say that they go after `--`."""
+
+    def _format_usage(self, *args: Any, **kwargs: Any) -> str:
+        return super()._format_usage(*args, **kwargs).rstrip("\n") + " [-- ARGS]\n\n"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `run` on the top-level parser's subcommands."""
     parser = subparsers.add_parser(
         "run",
+        formatter_class=_UsageWithArgs,
         help="launch llama-completion (or llama-server) with the plan's flags and environment",
         description=(
             "Launch the built llama-completion (or, with --server, llama-server) with the plan's "
             "model, flags and GPU environment, and stream its output. Ctrl-C stops it and "
-            "everything it started. The exit status is the program's. Arguments after `--` go "
-            "to the program."
+            "everything it started. The exit status is the program's. ARGS, after `--`, go to "
+            "the program as they are (llama-wizard run -- --temp 0.2)."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print JSON lines (events)")
@@ -60,7 +74,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=host_address,
         default="127.0.0.1",
         metavar="H",
-        help="llama-server's address (127.0.0.1)",
+        help="llama-server's address (default 127.0.0.1: this machine only; any other "
+        "address gets an API key, see README)",
     )
     parser.add_argument(
         "--port", type=tcp_port, default=8080, metavar="P", help="llama-server's port (8080)"
@@ -87,6 +102,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "github:ggml-org/llama.cpp)",
     )
     parser.add_argument("--output", metavar="NAME", help="run this flake output's build")
+    add_mode_option(parser, default=unset)
+    add_nix_setup_option(parser)
     parser.add_argument(
         "--gpu",
         default=unset,
@@ -110,9 +127,12 @@ class Output:
             self.out.flush()
 
     def note(self, text: str) -> None:
-        """A line of ours (not the program's): stderr in plain mode, nothing in JSON mode."""
+        """A line of ours (not the program's): stderr in plain mode (`code` spans in quotes),
+        nothing in JSON mode."""
         if not self.json_mode:
-            print(text, file=self.err, flush=True)
+            from llama_wizard.tui.format import plain_text
+
+            print(plain_text(text), file=self.err, flush=True)
 
     def line(self, stream: str, line: str) -> None:
         if self.json_mode:
@@ -128,6 +148,7 @@ def run_spec(
     url: str | None = None,
     simulated: str | None = None,
     grace: float = 5.0,
+    on_exit: Callable[[Timing], list[str]] | None = None,
 ) -> int:
     """Start the program, stream it to the end, stop it (and its tree) on Ctrl-C, SIGTERM or
     SIGHUP. Returns the program's exit status (128 + N when a signal N ended it).
@@ -186,6 +207,11 @@ def run_spec(
                     output.note(f"llama-server is up: {url}")
         process.stop(grace)
         report = process.exit_report()
+        # Remember llama.cpp's speeds for this machine (tui/measurements.py): fit shows them.
+        # Said before `exited`, which stays the last event of a run.
+        for text in on_exit(timing) if on_exit is not None else []:
+            output.emit("note", message=text)
+            output.note(f"note: {text}")
         output.emit(
             "exited",
             returncode=process.returncode,
@@ -216,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     from llama_wizard.detect.errors import ActionableError
     from llama_wizard.tui.cli.options import command_session
     from llama_wizard.tui.launch import launch_spec, server_url
+    from llama_wizard.tui.measurements import record_launch
 
     output = Output(args.json, sys.stdout, sys.stderr)
     extra = list(args.extra or [])
@@ -242,18 +269,24 @@ def run(args: argparse.Namespace) -> int:
             )
         except ActionableError as error:
             output.emit("error", message=error.message, fix=error.fix)
-            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            print_error(error.message, error.fix)
             return EXIT_ERROR
         simulated = session.simulated
     for warning in plan.warnings + plan.build.warnings:
         output.emit("warning", code=warning.code, message=warning.message, fix=warning.fix)
         output.note(f"warning: {warning.message} {warning.fix}")
+    if "LLAMA_API_KEY" in spec.env:
+        from llama_wizard.tui.apikey import api_key_path, key_note
+
+        output.emit("api_key", file=str(api_key_path()), message=key_note(args.host))
+        output.note(f"note: {key_note(args.host)}")
     url = server_url(args.host, args.port) if args.server else None
     try:
-        return run_spec(spec, output, url=url, simulated=simulated, grace=grace_seconds())
+        return run_spec(spec, output, url=url, simulated=simulated, grace=grace_seconds(),
+                        on_exit=lambda timing: record_launch(plan, timing, program)[1])  # fmt: skip
     except ActionableError as error:
         output.emit("error", message=error.message, fix=error.fix)
-        print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+        print_error(error.message, error.fix)
         return EXIT_ERROR
 
 

@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
         ctx=args.ctx,
         flash_attn=args.flash_attn,
         n_parallel=args.parallel,
+        mode=args.mode,
     )
     if args.plain or args.yes or wants_plain():
         from llama_wizard.tui.plain import run_plain

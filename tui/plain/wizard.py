@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +36,7 @@ from llama_wizard.tui.plain.prompters import (
     Quit,
     choose_prompter,
 )
+from llama_wizard.tui.ranking import SORT_KEYS, SPEED_LEGEND, speed_words
 from llama_wizard.tui.session import (
     DoesNotFit,
     Overrides,
@@ -56,7 +58,8 @@ LEAVE = (Option("Back", BACK), Option("Quit", QUIT))
 
 
 class StepFailed(ActionableError):
-    """A step failed with nobody to ask (`--yes`): the flow ends with exit status 1."""
+    """A step failed with nobody to ask (`--yes`): the flow ends with exit status 1, the error
+    on stderr (the transcript, on stdout, has shown it too)."""
 
 
 def _gpu_words(indices: Sequence[int]) -> str:
@@ -98,16 +101,25 @@ class PlainWizard:
         self.last_exit: ExitReport | None = None  # how the last program run ended
         self.unsaved: str | None = None  # why the choices could not be saved, once they could not
         self._sources: dict[str, ModelSource] = {}
+        self.sort = "score"  # the ranked list's order (tui/ranking.py SORT_KEYS)
 
     # --- output helpers ---
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
+    def item(self, message: str, prefix: str = "  • ") -> None:
+        """A message after a bullet or label ("note: "): its `code` spans in quotes, wrapped to
+        the terminal with its lines under the text (tui/format.py's rule)."""
+        from llama_wizard.tui.format import item, terminal_width
+
+        isatty = getattr(self.out, "isatty", None)
+        self.say(item(message, prefix, terminal_width() if isatty and isatty() else None))
+
     def notes(self) -> None:
         """What the session has to tell since the last time (choices dropped, ...)."""
         for note in self.session.take_notes():
-            self.say(f"note: {note}")
+            self.item(note, "note: ")
 
     def header(self, key: str) -> None:
         simulated = self.session.simulated
@@ -117,8 +129,8 @@ class PlainWizard:
         self.say(f"== Step {step_number(key)}/{len(STEPS)}: {step.title} =={mark}")
 
     def problem(self, error: ActionableError) -> None:
-        self.say(f"problem: {error.message}")
-        self.say(f"fix: {error.fix}")
+        self.item(error.message, "problem: ")
+        self.item(error.fix, "fix: ")
 
     def fail_or_ask(self, error: ActionableError, options: list[Option]) -> Any:
         """Show the error; with nobody to ask, the flow fails with it."""
@@ -144,7 +156,7 @@ class PlainWizard:
         """Save the choices (after each step left with Next); say so once when they cannot be."""
         message = self.session.save()
         if message is not None and message != self.unsaved:
-            self.say(f"note: {message}")
+            self.item(message, "note: ")
         self.unsaved = message
 
     # --- the run ---
@@ -319,7 +331,7 @@ class PlainWizard:
         if build.costs:
             self.say("What this choice costs:")
             for cost in build.costs:
-                self.say(f"  • {cost}")
+                self.item(cost)
         elif build.output != recommended:
             self.say(f"The recommendation stays {recommended}.")
 
@@ -367,9 +379,18 @@ class PlainWizard:
                 ours = session.is_recommended(choice)
                 verdict = describe_choice(choice)
                 self.say(
-                    f"{choice.name} {choice.quant} at {choice.ctx} tokens {verdict}: needs "
-                    f"{human_bytes(choice.total_bytes)} of {human_bytes(choice.memory_bytes)}."
+                    f"{choice.name} {choice.quant} at {choice.ctx} tokens {verdict} "
+                    f"({choice.mode_label}): needs "
+                    f"{human_bytes(choice.total_bytes)} of {human_bytes(choice.memory_bytes)}"
+                    + (
+                        f" and {human_bytes(choice.host_bytes)} of system RAM."
+                        if choice.mode != "gpu" and choice.host_bytes
+                        else "."
+                    )
                 )
+                speed = speed_words(session.choice_speed(choice))
+                if speed and choice.verdict != "no":
+                    self.say(f"Speed: {speed}.")
                 use = Option(
                     f"Use {choice.name} {choice.quant} at {choice.ctx} tokens"
                     + (" (recommended)" if ours else "")
@@ -435,20 +456,37 @@ class PlainWizard:
         table.add_column("Model")
         table.add_column("Size", no_wrap=True)
         table.add_column("Best fit", no_wrap=True)
-        for row in session.model_rows(ctx):
-            verdict = f"{row.best_quant} {row.verdict}" if row.best_quant else "does not fit"
+        table.add_column("tok/s", no_wrap=True, justify="right")
+        # Best first: the ranked list (tui/ranking.py), as `fit --list` and the wizard show it.
+        for row in session.model_rows(ctx, self.sort):
+            verdict = (
+                f"{row.best_quant} {row.verdict} ({row.mode_label})"
+                if row.best_quant
+                else "does not fit"
+            )
             mark = "> " if choice is not None and choice.repo == row.repo else "  "
-            table.add_row(mark + row.name, row.size_class, verdict)
+            table.add_row(mark + row.name, row.size_class, verdict, row.speed_text)
         self.console.print(table)
+        self.say(f"Sorted by {self.sort}. {SPEED_LEGEND}.")
         if choice is None:
             return
         report = self.report(choice)
+        # Nine columns in 80: two spaces between them (no box) and the words of Mode and Fits
+        # may wrap, so that no figure is cut.
         quants = Table(
-            title=f"{choice.name}: quants at a {choice.ctx}-token context", title_justify="left"
+            title=f"{choice.name}: quants at a {choice.ctx}-token context",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+            show_edge=False,
         )
-        for column in ("Quant", "File", "Needs", "Free", "Fits", "Max ctx"):
+        columns = ("Quant", "File", "Needs", "Free", "RAM", "Mode", "Fits", "Max ctx", "tok/s")
+        for column in columns:
             quants.add_column(
-                column, no_wrap=True, justify="left" if column in ("Quant", "Fits") else "right"
+                column,
+                no_wrap=column not in ("Mode", "Fits", "Max ctx"),
+                justify="left" if column in ("Quant", "Mode", "Fits") else "right",
             )
         for row in session.quant_rows(report, _index_of(report, choice.quant)):
             estimate = row.estimate
@@ -458,29 +496,45 @@ class PlainWizard:
                 human_bytes(estimate.file_bytes),
                 human_bytes(estimate.total_bytes),
                 human_bytes(estimate.free_bytes),
+                human_bytes(estimate.host_bytes or 0),
+                row.mode_label,
                 estimate.verdict + (" (best)" if row.recommended else ""),
                 str(estimate.max_ctx or "-"),
+                row.speed_text if estimate.verdict != "no" else "-",
             )
         self.console.print(quants)
         for reason in choice.reasons:
-            self.say(f"  • {reason}")
+            self.item(reason)
 
     def choose_model(self, ctx: int) -> ModelChoice | None:
         from llama_wizard.models.errors import ModelError
 
         session = self.session
-        options = [
-            Option(
-                f"{row.name} ({row.size_class})"
-                + (f" - nothing fits at {ctx} tokens" if row.best_quant is None else ""),
-                row.repo,
-            )
-            for row in session.model_rows(ctx)
-        ]
-        options.append(Option("Another model: a .gguf path, a URL or a Hub repo", "other"))
         plan = self.plan
         current = plan.model.repo if plan.model is not None else None
-        spec = self.prompter.select("Model", options, current)
+        while True:
+            options = [
+                Option(
+                    f"{row.name} ({row.size_class})"
+                    + (
+                        f" - nothing fits at {ctx} tokens"
+                        if row.best_quant is None
+                        else f" - {row.best_quant} {row.badge_text}, {row.speed_text} tok/s"
+                    ),
+                    row.repo,
+                )
+                for row in session.model_rows(ctx, self.sort)
+            ]
+            options.append(Option("Another model: a .gguf path, a URL or a Hub repo", "other"))
+            options += [
+                Option(f"Sort the list by {key}", f"sort:{key}")
+                for key in SORT_KEYS
+                if key != self.sort
+            ]
+            spec = self.prompter.select("Model", options, current)
+            if not spec.startswith("sort:"):
+                break
+            self.sort = spec.removeprefix("sort:")
         if spec == "other":
             spec = self.prompter.text(
                 "Model (a .gguf path, an https:// URL or owner/repo[:QUANT])",
@@ -507,7 +561,9 @@ class PlainWizard:
         options = [
             Option(
                 f"{row.quant}: {human_bytes(row.estimate.total_bytes)} of "
-                f"{human_bytes(row.estimate.memory_bytes)}, {describe_choice(row.estimate)}"
+                f"{human_bytes(row.estimate.memory_bytes)}, {row.mode_label}, "
+                f"{describe_choice(row.estimate)}"
+                + ("" if row.estimate.verdict == "no" else f", {row.speed_text} tok/s")
                 + (" (best)" if row.recommended else ""),
                 row.index,
             )
@@ -591,9 +647,22 @@ class PlainWizard:
             try:
                 session.check_can_build()
             except ActionableError as error:
-                answer = self.fail_or_ask(error, [Option("Check again", "again"), *LEAVE])
+                from llama_wizard.nix.errors import NixSetupError
+
+                options = [Option("Check again", "again"), *LEAVE]
+                if isinstance(error, NixSetupError) and error.problem.wizard_can_apply:
+                    # Asked, never the default: builds would run as root.
+                    options.insert(1, Option(
+                        "Run llama-wizard's nix commands with `build-users-group =` (builds "
+                        "run as root, without build users; remembered for this machine)",
+                        "without-build-users",
+                    ))  # fmt: skip
+                answer = self.fail_or_ask(error, options)
                 if answer == BACK:
                     return BACK
+                if answer == "without-build-users":
+                    session.allow_nix_without_build_users()
+                    self.save()  # remembered now, not only when a later step is left
                 try:
                     self.make_plan()  # Nix may be there now
                 except ActionableError as problem:
@@ -601,7 +670,7 @@ class PlainWizard:
                 continue
             try:
                 for cost in build.costs:
-                    self.say(f"note: {cost}")
+                    self.item(cost, "note: ")
                 if status.state == "not-built":
                     self.say("Ctrl-C cancels the build (its log is kept).")
                 code = run_build(
@@ -718,6 +787,9 @@ class PlainWizard:
         self.say(f"$ {spec.shell_command()}")
         if program == "llama-server":
             self.say(f"llama-server listens on {session.server_url()}; Ctrl-C stops it.")
+            key_note = session.api_key_note()
+            if key_note:
+                self.item(key_note, "note: ")
         else:
             self.say("Ctrl-C stops it.")
         stopped = up = False
@@ -742,6 +814,8 @@ class PlainWizard:
         summary = process.timing_now().summary()
         if summary:
             self.say(f"speed: {summary}")
+        for note in session.record_timing(process.timing_now(), program):
+            self.say(f"note: {note}")
         report = process.exit_report()
         self.say(report.message)
         if report.last_lines:
@@ -749,7 +823,7 @@ class PlainWizard:
             for line in report.last_lines:
                 self.say(f"  {line}")
         if report.fix:
-            self.say(f"fix: {report.fix}")
+            self.item(report.fix, "fix: ")
         self.last_exit = report
         return 0 if stopped else report.status
 
@@ -793,8 +867,8 @@ class PlainWizard:
                     return
                 saved = session.save_commands(path, overwrite=True)
         except ActionableError as error:
-            self.say(f"problem: the commands could not be saved: {error.message}")
-            self.say(f"fix: {error.fix}")
+            self.item(f"the commands could not be saved: {error.message}", "problem: ")
+            self.item(error.fix, "fix: ")
             return
         self.say(f"saved to {saved}")
 
@@ -834,7 +908,9 @@ def run_plain(
                 wizard.say("Quit. Your choices are saved; `llama-wizard --reset` forgets them.")
             return quit_.code
         except ActionableError as error:  # StepFailed too: nobody to ask, or no way on
-            print(f"llama-wizard: {error.message}\n{error.fix}", file=sys.stderr)
+            from llama_wizard.tui.cli.options import print_error
+
+            print_error(error.message, error.fix)
             return EXIT_FAILED
         except KeyboardInterrupt:
             print("\ninterrupted; your choices so far are saved.", file=sys.stderr)
