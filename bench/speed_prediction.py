@@ -5,9 +5,11 @@ generation (tg) and prompt processing (pp), fitted and leave-one-out.
     python -m bench.speed_prediction
     python -m bench.speed_prediction --measure-cpu ~/.cache/llama-wizard/llamacpp/0.3.36-x86_64/bin
 
-The per-backend efficiencies are fitted on this same set (models/speed.py fit_efficiencies: the
-median of published / ideal). The "fitted" error therefore flatters; the leave-one-out error
-predicts each point with efficiencies fitted without it, which is what a new GPU would see.
+The per-backend efficiencies, per-layer times and MoE factors are fitted on this same set
+(models/speed.py fit_efficiencies) and every prediction goes through the product's own
+predict_speed (models/speed.py predict_point). The "fitted" error therefore flatters; the
+leave-one-out error predicts each point with a table fitted without it, which is what a new GPU
+would see. Errors are printed per backend and per kind of point (dense/MoE, GPU/CPU).
 
 --measure-cpu runs llama-bench from that directory on this machine (a generated Qwen3-0.6B-shaped
 Q8_0 model, -p 64 -n 32), measures the RAM bandwidth the way the wizard does, and prints a `cpu`
@@ -31,21 +33,30 @@ from pathlib import Path
 
 from llama_wizard.models.speed import (
     CalibrationPoint,
+    Table,
     cpu_tflops,
     fit_efficiencies,
     ideal_rate,
     load_calibration,
     measure_ram_bandwidth,
+    predict_point,
 )
 
 TARGET = {"tg": 25.0, "pp": 35.0}
 
 
-def predicted(point: CalibrationPoint, fitted: dict[str, dict[str, float]]) -> float | None:
-    ideal = ideal_rate(point)
-    if ideal is None:
-        return None
-    return ideal * fitted.get(point.backend, fitted["*"])[point.kind]
+def predicted(point: CalibrationPoint, fitted: Table) -> float | None:
+    return predict_point(point, fitted)
+
+
+def group_of(point: CalibrationPoint) -> str:
+    """dense/MoE, GPU/CPU: the kinds of point the errors are also summed up by."""
+    return f"{'moe' if point.moe else 'dense'}-{'cpu' if point.backend == 'cpu' else 'gpu'}"
+
+
+def _summary(label: str, fit: list[float], loo: list[float]) -> str:
+    return (f"  {label:14} {statistics.median(fit):5.1f} {max(fit):5.0f} | "
+            f"{statistics.median(loo):5.1f} {max(loo):5.0f}   n={len(loo)}")  # fmt: skip
 
 
 def error_pct(value: float, prediction: float) -> float:
@@ -57,15 +68,21 @@ def report(points: list[CalibrationPoint]) -> tuple[dict[str, dict[str, list[flo
     and whether the leave-one-out medians meet the targets."""
     fitted = fit_efficiencies(points)
     used = [p for p in points if p.fit and ideal_rate(p)]
-    print("Efficiencies fitted on the set (published / ideal, median per backend):")
+    print("Fitted on the set (efficiency: published / ideal; layer: seconds per layer per token):")
     for backend, kinds in sorted(fitted.items()):
-        print(f"  {backend:7} tg {kinds['tg']:.3f}   pp {kinds['pp']:.3f}")
+        if backend == "moe":
+            continue
+        print(f"  {backend:7} tg {kinds['tg']:.3f}   pp {kinds['pp']:.3f}   "
+              f"layer {kinds.get('layer_s', 0) * 1e6:.0f} µs")  # fmt: skip
+    moe = fitted.get("moe", {})
+    print(f"  MoE factor: tg {moe.get('tg', 1.0):.3f}   pp {moe.get('pp', 1.0):.3f}")
     print()
     header = f"{'GPU':32} {'backend':7} {'model':28} {'test':7} {'published':>10} "
     header += f"{'fitted':>9} {'err':>6} {'l-o-o':>9} {'err':>6}"
     print(header)
     errors: dict[str, dict[str, list[float]]] = {}
     in_sample: dict[str, dict[str, list[float]]] = {}
+    by_group: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for point in points:
         fit_here = predicted(point, fitted)
         if not point.fit or fit_here is None:
@@ -80,6 +97,9 @@ def report(points: list[CalibrationPoint]) -> tuple[dict[str, dict[str, list[flo
         e_fit, e_loo = error_pct(point.value, fit_here), error_pct(point.value, loo)
         in_sample.setdefault(point.backend, {}).setdefault(point.kind, []).append(abs(e_fit))
         errors.setdefault(point.backend, {}).setdefault(point.kind, []).append(abs(e_loo))
+        group = by_group.setdefault(point.kind, {}).setdefault(group_of(point), ([], []))
+        group[0].append(abs(e_fit))
+        group[1].append(abs(e_loo))
         print(f"{point.gpu[:32]:32} {point.backend:7} {point.model[:28]:28} {point.test:7} "
               f"{point.value:10.1f} {fit_here:9.1f} {e_fit:+5.0f}% "
               f"{loo:9.1f} {e_loo:+5.0f}%")  # fmt: skip
@@ -96,8 +116,9 @@ def report(points: list[CalibrationPoint]) -> tuple[dict[str, dict[str, list[flo
                 continue
             every_fit += fit
             every_loo += loo
-            print(f"  {kind} {backend:7} {statistics.median(fit):5.0f} {max(fit):5.0f} | "
-                  f"{statistics.median(loo):5.0f} {max(loo):5.0f}   n={len(loo)}")  # fmt: skip
+            print(_summary(f"{kind} {backend}", fit, loo))
+        for group, (fit, loo) in sorted(by_group.get(kind, {}).items()):
+            print(_summary(f"{kind} {group}", fit, loo))
         median_loo = statistics.median(every_loo)
         met = median_loo <= TARGET[kind]
         ok = ok and met

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llama_wizard.detect import host, kfd
+from llama_wizard.detect import host, kfd, mig
 from llama_wizard.detect.gfx import amd_device
 from llama_wizard.detect.model import Cpu, DetectionWarning, Gpu, Inventory
 from llama_wizard.detect.names import (
@@ -40,6 +40,7 @@ GIB = 1 << 30
 # A source with no subprocess of its own gets this much beyond the tool timeout before detection
 # gives up on it (a hung NFS-mounted /sys, say) and reports it as timed out.
 GRACE_SECONDS = 2.0
+NVIDIA_RUNS = 6
 
 
 @dataclass
@@ -114,7 +115,36 @@ def _nvidia_source(timeout: float, env: Mapping[str, str] | None) -> SourceResul
             {"failed": True},
             [DetectionWarning(failure.code, failure.message, failure.fix)],
         )
-    return SourceResult("nvidia-smi", {"gpus": nvidia.parse(result.stdout, with_cap)})
+    data: dict[str, Any] = {"gpus": nvidia.parse(result.stdout, with_cap)}
+    try:
+        data |= _nvidia_extras(timeout, env)
+    except ToolTimeout:  # the GPUs are known; who uses them, or their MIG layout, is missing
+        return SourceResult("nvidia-smi", data, [_timeout_warning("nvidia-smi", timeout)])
+    return SourceResult("nvidia-smi", data)
+
+
+def _nvidia_extras(timeout: float, env: Mapping[str, str] | None) -> dict[str, Any]:
+    """Who uses the GPUs (--query-compute-apps) and, on partitioned GPUs only, the MIG layout
+    (`-L` and the plain table). Drivers without these fields answer an error: nothing to add."""
+    from llama_wizard.detect import nvidia
+
+    extras: dict[str, Any] = {}
+    apps = run_tool(nvidia.APPS_ARGV, timeout=timeout, env=env)
+    if apps.ok:
+        extras["apps"] = nvidia.parse_apps(apps.stdout)
+    modes = run_tool(nvidia.MIG_MODE_ARGV, timeout=timeout, env=env)
+    enabled = [m for m in nvidia.parse_mig_modes(modes.stdout) if m.mode == "Enabled"]
+    if not modes.ok or not enabled:
+        return extras
+    extras["mig_enabled"] = {m.bus_id for m in enabled}
+    listing = run_tool(nvidia.LIST_ARGV, timeout=timeout, env=env)
+    extras["mig_listing"] = nvidia.parse_list(listing.stdout)
+    table = run_tool(nvidia.TABLE_ARGV, timeout=timeout, env=env)
+    extras["mig_memory"] = nvidia.parse_mig_table(table.stdout)
+    extras["mig_denied"] = nvidia.permission_denied(table.output) or nvidia.permission_denied(
+        listing.output
+    )
+    return extras
 
 
 def _host_source(root: SystemRoot, system: str, timeout: float, env: Mapping[str, str] | None):
@@ -176,8 +206,9 @@ def run_sources(
 
     for name, job in jobs.items():
         threading.Thread(target=work, args=(name, job), name=f"detect-{name}", daemon=True).start()
-    # nvidia-smi may run twice (the compute_cap retry), each run with its own limit.
-    deadline = 2 * timeout + GRACE_SECONDS
+    # nvidia-smi may run up to six times (the compute_cap retry, who uses the GPUs, and on a
+    # MIG machine its mode, `-L` and the table), each run with its own limit.
+    deadline = NVIDIA_RUNS * timeout + GRACE_SECONDS
     ends = time.monotonic() + deadline
     pending = set(jobs)
     while pending:
@@ -243,6 +274,7 @@ def _entry_from_pci(root: SystemRoot, device: PciDisplayDevice) -> Gpu:
         gpu.integrated = device.bdf.startswith("0000:00:") and (
             device.device >> 8 not in INTEL_DISCRETE_PREFIXES
         )
+        gpu.vram_total_bytes = None if gpu.integrated else device.vram_total
     return gpu
 
 
@@ -332,9 +364,23 @@ def _merge_nvidia(gpus: list[Gpu], rows: list[nvidia.NvidiaGpu]) -> None:
         gpu.add_source("nvidia-smi")
 
 
+def _attach_processes(gpus: list[Gpu], apps: list[nvidia.ComputeApp], root: SystemRoot) -> None:
+    """Who holds each GPU's memory (nvidia-smi --query-compute-apps), with the process name
+    from /proc/PID/comm where nvidia-smi gives none (another user's process)."""
+    by_uuid = {gpu.uuid: gpu for gpu in gpus if gpu.uuid}
+    for app in apps:
+        gpu = by_uuid.get(app.gpu_uuid)
+        if gpu is None:
+            continue
+        name = app.name or root.read_attr(f"/proc/{app.pid}/comm")
+        gpu.processes.append({"pid": app.pid, "name": name, "used_bytes": app.used})
+
+
 def _finish(gpu: Gpu, memory_total: int) -> None:
     if gpu.vendor == "nvidia" and gpu.compute_capability is None:
         gpu.compute_capability = nvidia_compute_capability_from_name(gpu.name)
+    if gpu.mig_mode == "Enabled" and not gpu.is_mig_instance:
+        return  # a partitioned GPU without instances: expand() left it nothing to offer
     if gpu.integrated and gpu.vendor == "amd":
         if gpu.memory_usable_bytes is None:
             gpu.memory_usable_bytes = gpu.vram_total_bytes
@@ -372,16 +418,21 @@ def merge(root: SystemRoot, results: list[SourceResult]) -> Inventory:
         _merge_rocminfo(gpus, rocm.data, named_by_libdrm)
     smi = by_name.get("nvidia-smi")
     smi_data = smi.data if smi else None
+    mig_warnings: list[DetectionWarning] = []
     if isinstance(smi_data, dict) and smi_data.get("gpus"):
         _merge_nvidia(gpus, smi_data["gpus"])
+        gpus, mig_warnings = mig.expand(gpus, smi_data)
+        _attach_processes(gpus, smi_data.get("apps") or [], root)
     gpus.extend(host_data.get("gpus") or [])
 
     for gpu in gpus:
         _finish(gpu, memory_total)
-    gpus.sort(key=lambda g: (g.pci_bus_id is None, g.pci_bus_id or ""))
+    # Stable: a partitioned GPU's instances stay together, in `-L` order.
+    gpus.sort(key=lambda g: (g.pci_bus_id is None, g.pci_bus_id or "", g.mig_device or 0))
     for index, gpu in enumerate(gpus):
         gpu.index = index
 
+    warnings.extend(mig_warnings)
     warnings.extend(
         _hardware_warnings(
             gpus,

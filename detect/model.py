@@ -33,14 +33,30 @@ class Gpu:
     memory_free_bytes: int | None = None
     compute_units: int | None = None
     driver_version: str | None = None
+    # NVIDIA MIG: "Enabled" on a partitioned GPU. A partitioned GPU is listed as its instances,
+    # each a device of its own (its MIG- UUID, its memory); the parent stays listed only when it
+    # has no instance, and then CUDA cannot use it at all.
+    mig_mode: str | None = None
+    mig_profile: str | None = None  # "1g.10gb", "1c.2g.10gb": an instance's profile
+    mig_parent_uuid: str | None = None
+    mig_device: int | None = None  # nvidia-smi's "MIG Dev" / `-L`'s "Device N" under its GPU
+    mig_gpu_instance: int | None = None
+    mig_compute_instance: int | None = None
+    # Who holds this GPU's memory now: [{"pid", "name", "used_bytes"}] (names where visible).
+    processes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def usable_bytes(self) -> int:
         """What a GPU offers a model: memory_usable_bytes, what llama.cpp can allocate there (for
-        an APU the carve-out plus GTT), not what happens to be free now. The wizard plans what to
-        run on the machine; a process holding memory now (an old llama-server, a desktop) is
-        reported, not planned around."""
-        return self.memory_usable_bytes or self.vram_total_bytes or 0
+        an APU the carve-out plus GTT), not what happens to be free now. Whether to plan around
+        what other processes hold now is the caller's choice (detect/memory.py)."""
+        if self.memory_usable_bytes is not None:
+            return self.memory_usable_bytes
+        return self.vram_total_bytes or 0
+
+    @property
+    def is_mig_instance(self) -> bool:
+        return self.mig_profile is not None
 
     def add_source(self, source: str) -> None:
         if source not in self.sources:

@@ -147,3 +147,178 @@ def classify_failure(result: ToolResult) -> Failure:
         "Run `nvidia-smi` yourself to see the error; the NVIDIA GPUs are listed from sysfs "
         "without memory figures until it works.",
     )
+
+
+# --- MIG (Multi-Instance GPU) -------------------------------------------------------------------
+#
+# A partitioned A100/H100 is no GPU to CUDA: a process sees MIG instances, one per process (NVIDIA
+# MIG user guide, "CUDA device enumeration"). Three outputs describe them, each recorded in
+# detect/profiles/outputs/ (the a100-mig profile): the `mig.mode.current` query field says which
+# GPUs are partitioned, `nvidia-smi -L` lists each instance's profile and MIG- UUID under its GPU,
+# and the plain `nvidia-smi` table's "MIG devices" section gives each instance's memory.
+
+MIG_MODE_ARGV = [
+    "nvidia-smi",
+    "--query-gpu=index,pci.bus_id,mig.mode.current",
+    "--format=csv,noheader",
+]
+LIST_ARGV = ["nvidia-smi", "-L"]
+TABLE_ARGV = ["nvidia-smi"]
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class MigMode:
+    index: int
+    bus_id: str
+    mode: str  # "Enabled" / "Disabled"
+
+
+def parse_mig_modes(stdout: str) -> list[MigMode]:
+    """`index, bus id, mig.mode.current` rows; GPUs without MIG answer [N/A] and are left out."""
+    import csv
+
+    modes = []
+    for line in stdout.splitlines():
+        try:
+            rows = list(csv.reader([line.replace("\x00", "")], skipinitialspace=True))
+        except csv.Error:
+            continue
+        if len(rows) != 1 or len(rows[0]) != 3:
+            continue
+        index_text, bus_text, mode = (_value(cell) for cell in rows[0])
+        bus_id = normalize_bdf(bus_text)
+        if index_text is None or not index_text.isdigit() or bus_id is None:
+            continue
+        if mode in ("Enabled", "Disabled"):
+            modes.append(MigMode(int(index_text), bus_id, mode))
+    return modes
+
+
+@dataclass(frozen=True)
+class ListedMig:
+    profile: str
+    device: int
+    uuid: str
+
+
+@dataclass
+class ListedGpu:
+    index: int
+    name: str
+    uuid: str | None
+    migs: list[ListedMig]
+
+
+_LIST_GPU = re.compile(r"^GPU (\d+): (.+?) \(UUID: ((?:GPU)-[0-9A-Za-z-]+)\)\s*$")
+# "  MIG 1g.10gb     Device  0: (UUID: MIG-…)"; drivers before R470 printed the UUID as
+# MIG-GPU-<parent>/<gi>/<ci>, which CUDA_VISIBLE_DEVICES takes too.
+_LIST_MIG = re.compile(
+    r"^\s+MIG (\S+)\s+Device\s+(\d+): \(UUID: (MIG-[0-9A-Za-z/-]+)\)\s*$"
+)
+
+
+def parse_list(stdout: str) -> list[ListedGpu]:
+    """`nvidia-smi -L`: each GPU with the MIG instances listed under it."""
+    gpus: list[ListedGpu] = []
+    for line in stdout.splitlines():
+        if match := _LIST_GPU.match(line):
+            gpus.append(ListedGpu(int(match.group(1)), match.group(2), match.group(3), []))
+        elif (match := _LIST_MIG.match(line)) and gpus:
+            gpus[-1].migs.append(
+                ListedMig(match.group(1), int(match.group(2)), match.group(3))
+            )
+    return gpus
+
+
+@dataclass(frozen=True)
+class MigMemory:
+    gpu: int
+    gpu_instance: int
+    compute_instance: int
+    device: int
+    used: int
+    total: int
+
+
+# The first line of each instance's row in the table's "MIG devices:" section:
+# "|  0    2   0   0  |             142MiB / 20096MiB    | 56      0 |  4   0    2    0    0 |"
+_TABLE_MIG = re.compile(
+    r"^\|\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\|\s+(\d+)MiB\s*/\s*(\d+)MiB\s*\|"
+)
+
+
+def parse_mig_table(stdout: str) -> list[MigMemory]:
+    """Each MIG instance's memory from the plain `nvidia-smi` table (its "MIG devices" section;
+    the GPU rows above it have no four-number first column, so they never match)."""
+    rows = []
+    in_section = False
+    for line in stdout.splitlines():
+        if "MIG devices:" in line:
+            in_section = True
+            continue
+        if "Processes:" in line:
+            in_section = False
+        if in_section and (match := _TABLE_MIG.match(line)):
+            gpu, gi, ci, device, used, total = (int(group) for group in match.groups())
+            rows.append(MigMemory(gpu, gi, ci, device, used * MIB, total * MIB))
+    return rows
+
+
+def permission_denied(text: str) -> bool:
+    """nvidia-smi's answer where the driver hides MIG details from this user or container."""
+    return "Insufficient Permissions" in text or "No permission" in text
+
+
+_PROFILE = re.compile(r"^(?:\d+c\.)?(\d+)g\.(\d+)gb(?:\+\w+)*$")
+
+
+def profile_memory_bytes(profile: str) -> int | None:
+    """An instance's memory from its profile name alone, for when nvidia-smi hides it: the
+    name's "N gb" read as GiB, times 0.95. `nvidia-smi mig -lgip` tables show 1g.5gb = 4.75 GiB
+    and 1g.10gb = 9.50 GiB exactly, and larger profiles a little more than this (3g.40gb 39.25,
+    7g.80gb 79.00), so the estimate never promises memory the instance lacks."""
+    match = _PROFILE.match(profile)
+    if match is None:
+        return None
+    return int(int(match.group(2)) * GIB * 95 // 100)
+
+
+# --- who uses the GPUs ---------------------------------------------------------------------------
+
+APPS_ARGV = [
+    "nvidia-smi",
+    "--query-compute-apps=pid,process_name,used_memory,gpu_uuid",
+    "--format=csv,noheader,nounits",
+]
+
+
+@dataclass(frozen=True)
+class ComputeApp:
+    pid: int
+    name: str | None
+    used: int | None
+    gpu_uuid: str
+
+
+def parse_apps(stdout: str) -> list[ComputeApp]:
+    """`--query-compute-apps` rows. A process in another PID namespace (a container) shows no
+    name ([N/A] or [Insufficient Permissions]); its memory still counts."""
+    import csv
+
+    apps = []
+    for line in stdout.splitlines():
+        try:
+            rows = list(csv.reader([line.replace("\x00", "")], skipinitialspace=True))
+        except csv.Error:
+            continue
+        if len(rows) != 1 or len(rows[0]) != 4:
+            continue
+        pid_text, name, used, uuid = rows[0]
+        pid_value, uuid_value = _value(pid_text), _value(uuid)
+        if pid_value is None or not pid_value.isdigit() or uuid_value is None:
+            continue
+        if not re.fullmatch(r"(GPU|MIG)-[0-9A-Za-z/-]+", uuid_value):
+            continue
+        apps.append(ComputeApp(int(pid_value), _value(name), _mib(used), uuid_value))
+    return apps

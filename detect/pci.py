@@ -123,12 +123,39 @@ def _read_device(root: SystemRoot, sys_path: str, bdf: str, source: str) -> PciD
     found.vram_used = root.read_int(f"{sys_path}/mem_info_vram_used")
     found.gtt_total = _positive(root.read_int(f"{sys_path}/mem_info_gtt_total"))
     found.gtt_used = root.read_int(f"{sys_path}/mem_info_gtt_used")
+    if found.vram_total is None and vendor == 0x8086:
+        found.vram_total = _intel_vram(root, sys_path, found.card)
     found.has_vram_vendor = root.exists(f"{sys_path}/mem_info_vram_vendor")
     found.has_board_info = root.exists(f"{sys_path}/board_info")
     unique_id = root.read_attr(f"{sys_path}/unique_id")
     if unique_id and re.fullmatch(r"[0-9a-fA-F]{1,32}", unique_id) and int(unique_id, 16):
         found.unique_id = unique_id.lower()
     return found
+
+
+def _intel_vram(root: SystemRoot, sys_path: str, card: int | None) -> int | None:
+    """An Intel discrete GPU's local memory. The xe driver puts a `tileN` kobject on the PCI
+    device with `physical_vram_size_bytes` (torvalds/linux drivers/gpu/drm/xe/xe_tile_sysfs.c:
+    kobject_add(..., &dev->kobj, "tile%d") on discrete parts; newer kernels move it under
+    tileN/memory/), one per tile, so a multi-tile part sums them. i915 has no such file in
+    mainline; Intel's DKMS/backport i915 publishes `lmem_total_bytes` on the DRM card
+    (cardN/lmem_total_bytes), and some builds on the device itself. An iGPU has none of these
+    and stays None (its memory is system RAM)."""
+    tiles = [
+        _positive(root.read_int(f"{sys_path}/{tile}/physical_vram_size_bytes"))
+        or _positive(root.read_int(f"{sys_path}/{tile}/memory/physical_vram_size_bytes"))
+        for tile in sorted(root.listdir(sys_path))
+        if re.fullmatch(r"tile\d+", tile)
+    ]
+    if any(tiles):
+        return sum(t for t in tiles if t)
+    candidates = [f"{sys_path}/lmem_total_bytes"]
+    if card is not None:
+        candidates.insert(0, f"{sys_path}/drm/card{card}/lmem_total_bytes")
+    for path in candidates:
+        if value := _positive(root.read_int(path)):
+            return value
+    return None
 
 
 def _positive(value: int | None) -> int | None:

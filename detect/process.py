@@ -191,3 +191,31 @@ def stop_process_tree(
         timeout=reap_timeout,
     )
     return code
+
+
+def run_bounded(
+    argv: Sequence[str], env: dict[str, str] | None, timeout: float
+) -> tuple[str, str, int]:
+    """Run a program to its end in its own session, with no input: (stdout, stderr, exit
+    status), decoded leniently. Past `timeout` it is stopped with everything it started and
+    subprocess.TimeoutExpired is raised; OSError when it cannot be started. For the short
+    questions asked of a built llama.cpp (--list-devices, llama-fit-params)."""
+    popen = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_tree(popen, signals=(), group=True)
+        popen.communicate()
+        raise
+    return (
+        out.decode("utf-8", errors="replace"),
+        err.decode("utf-8", errors="replace"),
+        popen.returncode,
+    )

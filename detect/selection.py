@@ -16,6 +16,13 @@ def default_gpus(inventory: Inventory) -> tuple[list[Gpu], list[str]]:
     why a GPU was left out."""
     usable = [g for g in inventory.gpus if g.vendor in USABLE_VENDORS]
     notes = []
+    for gpu in usable:
+        if gpu.mig_mode == "Enabled" and not gpu.is_mig_instance:
+            notes.append(
+                f"GPU {gpu.index} ({gpu.name}) is in MIG mode without instances: CUDA cannot "
+                "use it."
+            )
+    usable = [g for g in usable if g.mig_mode != "Enabled" or g.is_mig_instance]
     discrete = [g for g in usable if not g.integrated]
     if discrete:
         for gpu in usable:
@@ -30,6 +37,9 @@ def default_gpus(inventory: Inventory) -> tuple[list[Gpu], list[str]]:
         by_vendor.setdefault(gpu.vendor, []).append(gpu)
     if not by_vendor:
         return [], notes
+    if "nvidia" in by_vendor:
+        by_vendor["nvidia"], mig_notes = one_mig_instance(by_vendor["nvidia"], largest=True)
+        notes.extend(mig_notes)
     # Ties go to the shorter vendor name, only so that the choice never depends on dict order.
     vendor = max(by_vendor, key=lambda v: (sum(g.usable_bytes for g in by_vendor[v]), -len(v)))
     for other, gpus in by_vendor.items():
@@ -54,3 +64,27 @@ def gpus_by_index(inventory: Inventory, indices: list[int]) -> list[Gpu]:
             f"Choose from the detected GPUs: {listing} (see `llama-wizard detect`).",
         )
     return [valid[i] for i in dict.fromkeys(indices)]
+
+
+def one_mig_instance(gpus: list[Gpu], *, largest: bool = False) -> tuple[list[Gpu], list[str]]:
+    """`gpus` as one CUDA process can use them: a process enumerates one MIG instance and no
+    instance next to whole GPUs (NVIDIA MIG user guide, "CUDA device enumeration"). Whole GPUs
+    win over instances; of several instances one stays: the largest when `largest` (the default
+    choice), else the first the person named. The notes say what was left out and why."""
+    instances = [g for g in gpus if g.is_mig_instance]
+    if not instances or (len(instances) == 1 and len(gpus) == 1):
+        return gpus, []
+    whole = [g for g in gpus if not g.is_mig_instance]
+    left_out = ", ".join(f"{g.index} ({g.mig_profile})" for g in instances)
+    if whole:
+        return whole, [
+            f"MIG instance{'s' if len(instances) > 1 else ''} {left_out} left out: a CUDA "
+            "process cannot use a MIG instance together with whole GPUs."
+        ]
+    kept = max(instances, key=lambda g: g.usable_bytes) if largest else instances[0]
+    others = ", ".join(f"{g.index} ({g.mig_profile})" for g in instances if g is not kept)
+    return [kept], [
+        f"Using MIG instance {kept.index} ({kept.mig_profile}) only: a CUDA process sees one MIG "
+        f"instance, so llama.cpp cannot combine {others} with it into one model. Run one "
+        "llama-server per instance to use the others (choose with --gpu)."
+    ]

@@ -80,13 +80,16 @@ def backend_for(gpus: list[Gpu]) -> str | None:
     return backends.pop() if len(backends) == 1 else None
 
 
-def devices_from_gpus(gpus: list[Gpu]) -> list[Device]:
-    """The GPUs' usable memory (for an APU its carve-out plus GTT: Gpu.usable_bytes); an
+def devices_from_gpus(gpus: list[Gpu], memory: str = "auto") -> list[Device]:
+    """The GPUs' memory to plan on (for an APU its carve-out plus GTT: Gpu.usable_bytes; on a
+    GPU other processes use, what is free now, as `memory` says: detect/memory.py); an
     integrated GPU's memory beyond the carve-out is system RAM, which the RAM check counts."""
+    from llama_wizard.detect.memory import planned_bytes
+
     return [
         Device(
             gpu.name,
-            gpu.usable_bytes,
+            planned_bytes(gpu, memory),
             gpu.index,
             gpu.memory_free_bytes,
             unified=gpu.integrated,
@@ -97,9 +100,9 @@ def devices_from_gpus(gpus: list[Gpu]) -> list[Device]:
     ]
 
 
-def devices_for(gpus: list[Gpu], inventory: Inventory) -> list[Device]:
+def devices_for(gpus: list[Gpu], inventory: Inventory, memory: str = "auto") -> list[Device]:
     """The GPUs' memory, or, with no GPU, the system RAM llama.cpp's CPU build runs in."""
-    devices = devices_from_gpus(gpus)
+    devices = devices_from_gpus(gpus, memory)
     if devices or not inventory.memory_available_bytes:
         return devices
     return [Device("system RAM (CPU)", inventory.memory_available_bytes, None, None, host=True)]
@@ -247,15 +250,8 @@ def fit_model(
             f"{context} is beyond the model's training context ({source.arch.context_length}); "
             "llama.cpp needs RoPE scaling for that and quality may drop."
         )
-    free_now = report.memory_free_now_bytes
-    if free_now is not None:
-        busy = report.memory_bytes - free_now
-        best = next((e for e in estimates if e.verdict != "no" and e.mode == "gpu"), None)
-        if best and busy > best.free_bytes:
-            report.notes.append(
-                f"Other processes hold {busy / (1 << 30):.1f} GiB of this GPU memory now; with "
-                "them running, even the quants marked as fitting may not load."
-            )
+    # Memory other processes hold: detect/memory.py's rule, whose notes the flow core adds
+    # (WizardSession.memory_notes): the devices here no longer know whose memory it is.
     return report
 
 

@@ -7,16 +7,24 @@ bandwidth of wherever they sit bound it. Per token
     t_gen = sum over GPUs (bytes on GPU i / (bandwidth_i x eff_tg[backend]))
           + bytes in RAM / (RAM bandwidth x eff_tg[cpu])
 
+          + layers x c[backend]
+
 with the GPUs one after the other (llama.cpp splits layers: a token passes through each GPU in
-turn). For an MoE model only the experts a token uses count (n_expert_used of n_expert).
+turn). For an MoE model only the experts a token uses count (n_expert_used of n_expert), and the
+bandwidth term is divided by a further MoE factor (< 1: a token's experts are scattered small
+matrices, read less efficiently than a dense layer's; fitted on the MoE points). c[backend] is the
+time a layer costs whatever it reads (kernel launches, synchronisation): it is what bounds small
+models.
 
 Prompt processing is bound by compute: 2 x active parameters FLOPs per token over the FP16
 throughput (x eff_pp[backend]); with weights in RAM and a GPU, llama.cpp copies those weights to
 the GPU for each prompt batch (it offloads large batches), so add their bytes over the PCIe
 link, per batch of n_ubatch tokens.
 
-The efficiencies are fitted on published llama-bench results (models/data/speed_calibration.json;
-bench/speed_prediction.py prints the fit and its leave-one-out error). No Textual, no printing:
+The efficiencies, per-layer times and MoE factors are fitted on published llama-bench results
+(models/data/speed_calibration.json) through this same function (predict_speed on a TokenCost
+built from each row), so what is calibrated is what is shipped; bench/speed_prediction.py prints
+the fit and its leave-one-out error. No Textual, no printing:
 functions return data."""
 
 from __future__ import annotations
@@ -50,10 +58,21 @@ DEFAULT_UBATCH = 512
 # Used when no calibration point covers a backend (sycl, opencl...): the median over all
 # backends' points is taken instead; these are the last resort if the data file is gone.
 FALLBACK_EFFICIENCY = {"tg": 0.5, "pp": 0.3}
-# The least time a layer takes per generated token, whatever it reads (kernel launches and
-# synchronisation): about ten kernels of a few microseconds on a GPU; thread syncs on a CPU.
+# The time a layer takes per generated token whatever it reads (kernel launches and
+# synchronisation): used for a backend whose calibration points cannot fit it (fewer than
+# MIN_POINTS_FOR_LAYER_FIT generation points), and if the data file is gone.
 LAYER_SECONDS_GPU = 20e-6
 LAYER_SECONDS_CPU = 40e-6
+MIN_POINTS_FOR_LAYER_FIT = 3
+# The per-layer times tried when fitting (seconds): 0 to 300 microseconds.
+_LAYER_GRID = tuple(i * 5e-6 for i in range(61))
+# What measure_ram_bandwidth reads as a share of the RAM's theoretical peak. The CPU points are
+# calibrated against the peak (channels x transfer rate x 8 bytes: what a published result's
+# machine description gives), while the product measures a multi-threaded numpy copy, which
+# counts 2 bytes moved per byte copied although write-allocate makes the memory move 3, and
+# which reaches 80-90 % of the peak at best: about 0.6 of the peak. An assumption, not fitted
+# (no published CPU result states both); a measured figure is divided by it before use.
+COPY_OF_PEAK = 0.6
 
 Source = Literal["predicted", "measured"]
 
@@ -156,6 +175,12 @@ class CpuSpec:
     basis: str
     measured: bool = False
 
+    @property
+    def peak_gbs(self) -> float:
+        """The RAM's theoretical peak, which the CPU efficiency is calibrated against: a measured
+        copy bandwidth over COPY_OF_PEAK, an assumed figure (already a peak) as it is."""
+        return self.bandwidth_gbs / COPY_OF_PEAK if self.measured else self.bandwidth_gbs
+
 
 # Sustained FP32 FLOPs per core per cycle: two FMA pipes of the widest vector unit.
 _FLOPS_PER_CYCLE = (("avx512f", 64), ("avx2", 32), ("neon", 16))
@@ -242,6 +267,7 @@ class TokenCost:
     active_params: float
     host_total_bytes: int = 0
     layers: int = 0
+    moe: bool = False
 
     @property
     def total_bytes(self) -> int:
@@ -314,10 +340,17 @@ def token_cost(
     if arch.is_moe and arch.n_ff_exp:
         expert_params = 3 * arch.n_expert * arch.n_embd * arch.n_ff_exp * n_layer
         params -= expert_params * (1 - used)
-    return TokenCost(tuple(int(b) for b in gpu), int(host), params, host_total, n_layer)
+    return TokenCost(
+        tuple(int(b) for b in gpu), int(host), params, host_total, n_layer, bool(arch.is_moe)
+    )
 
 
 # --- the efficiencies, fitted on published results -----------------------------------------------
+
+# A fitted table: per backend {"tg": generation efficiency, "pp": prompt efficiency, "layer_s":
+# seconds a layer costs per generated token}; "*" for backends without points; "moe": the MoE
+# factors {"tg", "pp"} that multiply a backend's efficiency for a mixture-of-experts model.
+Table = dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -333,12 +366,46 @@ class CalibrationPoint:
     fit: bool = True
     why_not: str = ""
     spec: GpuSpec | None = None
-    bandwidth_gbs: float | None = None  # cpu rows: the RAM bandwidth measured with them
+    bandwidth_gbs: float | None = None  # cpu rows: the RAM's theoretical peak (see `ram`)
     tflops: float | None = None
+    n_layer: int = 0
+    active_params_b: float | None = None  # MoE rows: the parameters a token multiplies
 
     @property
     def kind(self) -> str:
         return "tg" if self.test.startswith("tg") else "pp"
+
+    @property
+    def moe(self) -> bool:
+        return self.active_params_b is not None
+
+    def cost(self) -> TokenCost:
+        """What a token of this row's model reads and multiplies, as token_cost would say for
+        it: the whole file (dense) or its active share (MoE; the file's bits per weight taken as
+        even across tensors, which llama-bench's size and params columns allow, no more)."""
+        active = self.active_params_b if self.active_params_b is not None else self.params_b
+        read = int(self.size_gib * GIB * active / self.params_b)
+        on_cpu = self.backend == "cpu"
+        return TokenCost(
+            () if on_cpu else (read,),
+            read if on_cpu else 0,
+            active * 1e9,
+            0,
+            self.n_layer,
+            self.moe,
+        )
+
+    def hardware(self) -> tuple[list[GpuSpec | None], CpuSpec] | None:
+        """The GPU list and host predict_speed needs for this row; None when a figure is
+        missing (no spec for the GPU, no bandwidth for a CPU)."""
+        if self.backend == "cpu":
+            if not self.bandwidth_gbs:
+                return None
+            peak = CpuSpec(self.bandwidth_gbs, self.tflops or 0.0, "peak", measured=False)
+            return [], peak
+        if self.spec is None or not self.spec.bandwidth_gbs:
+            return None
+        return [self.spec], CpuSpec(ASSUMED_RAM_GBS, 1.0, "unused", measured=False)
 
 
 def load_calibration(path: Path | None = None) -> list[CalibrationPoint]:
@@ -356,6 +423,7 @@ def load_calibration(path: Path | None = None) -> list[CalibrationPoint]:
             )
         elif row["backend"] != "cpu":
             spec = gpu_spec_for_name(row["gpu"])
+        active = row.get("active_params_b")
         points.append(
             CalibrationPoint(
                 gpu=row["gpu"],
@@ -371,67 +439,164 @@ def load_calibration(path: Path | None = None) -> list[CalibrationPoint]:
                 spec=spec,
                 bandwidth_gbs=row.get("bandwidth_gbs"),
                 tflops=row.get("tflops"),
+                n_layer=int(row.get("n_layer", 0)),
+                active_params_b=None if active is None else float(active),
             )
         )
     return points
 
 
+_UNIT: Table = {"*": {"tg": 1.0, "pp": 1.0, "layer_s": 0.0}, "moe": {"tg": 1.0, "pp": 1.0}}
+
+
+def ideal_time(point: CalibrationPoint) -> float | None:
+    """Seconds per token at 100 % efficiency with no per-layer cost, through predict_speed
+    itself: bytes over bandwidth (generation) or 2 x active params over throughput (prompt)."""
+    hardware = point.hardware()
+    if hardware is None:
+        return None
+    gpus, cpu = hardware
+    speed = predict_speed(point.cost(), gpus, cpu, point.backend, table=_UNIT)
+    rate = speed.generation_tps if point.kind == "tg" else speed.prompt_tps
+    return 1 / rate if rate else None
+
+
 def ideal_rate(point: CalibrationPoint) -> float | None:
-    """Tokens/s at 100 % efficiency for a calibration point: bandwidth over the model's bytes
-    (generation) or throughput over 2 x params FLOPs (prompt)."""
-    if point.backend == "cpu":
-        bandwidth, tflops = point.bandwidth_gbs, point.tflops
-    elif point.spec is not None:
-        bandwidth, tflops = point.spec.bandwidth_gbs, point.spec.fp16_tflops
-    else:
+    """Tokens/s at 100 % efficiency with no per-layer cost (see ideal_time)."""
+    seconds = ideal_time(point)
+    return 1 / seconds if seconds else None
+
+
+def predict_point(point: CalibrationPoint, table: Table) -> float | None:
+    """The product's prediction for a calibration row with a fitted table."""
+    hardware = point.hardware()
+    if hardware is None:
         return None
-    if point.kind == "tg":
-        if not bandwidth:
+    gpus, cpu = hardware
+    speed = predict_speed(point.cost(), gpus, cpu, point.backend, table=table)
+    return speed.generation_tps if point.kind == "tg" else speed.prompt_tps
+
+
+def _log_error(points: list[tuple[float, float, int]], layer_s: float) -> float | None:
+    """Sum of |log(predicted / measured)| over (ideal seconds, measured seconds, layers) with
+    the given per-layer time and the efficiency that is then the median; None when the layer
+    time alone exceeds a measured time."""
+    ratios = []
+    for ideal, measured, layers in points:
+        rest = measured - layers * layer_s
+        if rest <= 0:
             return None
-        return bandwidth * 1e9 / (point.size_gib * GIB)
-    if not tflops:
-        return None
-    return tflops * 1e12 / (2 * point.params_b * 1e9)
+        ratios.append(ideal / rest)
+    eff = statistics.median(ratios)
+    return sum(
+        abs(math.log((ideal / eff + layers * layer_s) / measured))
+        for ideal, measured, layers in points
+    )
 
 
-def fit_efficiencies(points: list[CalibrationPoint]) -> dict[str, dict[str, float]]:
-    """Per backend and kind (tg, pp): the median of measured / ideal over the points (the median,
-    so one odd result moves it little). Backends without points of a kind get the median over
-    all backends."""
-    ratios: dict[str, dict[str, list[float]]] = {}
+def _fit_layer_seconds(points: list[tuple[float, float, int]], fallback: float) -> float:
+    """The per-layer time that best explains `points` (a grid search); `fallback` when there are
+    too few points, or too few model sizes, to tell it from the efficiency."""
+    if len(points) < MIN_POINTS_FOR_LAYER_FIT or len({round(p[0], 6) for p in points}) < 2:
+        return fallback
+    scored = [(e, c) for c in _LAYER_GRID if (e := _log_error(points, c)) is not None]
+    return min(scored)[1] if scored else fallback
+
+
+def fit_efficiencies(points: list[CalibrationPoint]) -> Table:
+    """Fit the table on the points marked fit (see Table):
+
+    - generation, per backend: the per-layer time c (a grid search minimising the log errors of
+      the backend's dense points, when it has MIN_POINTS_FOR_LAYER_FIT of two sizes or more;
+      else, for a GPU backend, the one c fitted on every GPU backend's dense points together,
+      and LAYER_SECONDS_CPU for the CPU), then the efficiency: the median over its dense points
+      of ideal / (measured - layers x c);
+    - prompt, per backend: the median of ideal / measured over its dense points;
+    - the MoE factors: the median over the MoE points of (their efficiency / their backend's
+      dense efficiency), one for generation and one for prompt processing, all backends
+      together (too few MoE points to fit per backend).
+
+    Medians, so one odd result moves a figure little. Backends without dense points of a kind
+    get the median over all backends."""
+    timed: dict[str, dict[str, list[tuple[float, float, int]]]] = {}
+    moe: list[tuple[CalibrationPoint, float]] = []
     for point in points:
-        ideal = ideal_rate(point)
-        if not point.fit or not ideal:
+        ideal = ideal_time(point) if point.fit else None
+        if ideal is None:
             continue
-        ratios.setdefault(point.backend, {}).setdefault(point.kind, []).append(point.value / ideal)
-    everything: dict[str, list[float]] = {}
-    for kinds in ratios.values():
-        for kind, values in kinds.items():
-            everything.setdefault(kind, []).extend(values)
+        if point.moe:
+            moe.append((point, ideal))
+            continue
+        entry = (ideal, 1 / point.value, point.n_layer)
+        timed.setdefault(point.backend, {}).setdefault(point.kind, []).append(entry)
+    gpu_tg = [e for b, k in timed.items() if b != "cpu" for e in k.get("tg", [])]
+    shared_gpu = _fit_layer_seconds(gpu_tg, LAYER_SECONDS_GPU)
+    fitted: Table = {}
+    all_tg: list[float] = []
+    all_pp: list[float] = []
+    for backend, kinds in timed.items():
+        fallback = LAYER_SECONDS_CPU if backend == "cpu" else shared_gpu
+        tg = kinds.get("tg", [])
+        c = _fit_layer_seconds(tg, fallback)
+        row: dict[str, float] = {"layer_s": c}
+        tg_ratios = [ideal / (t - n * c) for ideal, t, n in tg if t - n * c > 0]
+        if tg_ratios:
+            row["tg"] = statistics.median(tg_ratios)
+            all_tg.extend(tg_ratios)
+        pp_ratios = [ideal / t for ideal, t, _n in kinds.get("pp", [])]
+        if pp_ratios:
+            row["pp"] = statistics.median(pp_ratios)
+            all_pp.extend(pp_ratios)
+        fitted[backend] = row
     overall = {
-        kind: statistics.median(everything[kind]) if everything.get(kind) else fallback
-        for kind, fallback in FALLBACK_EFFICIENCY.items()
+        "tg": statistics.median(all_tg) if all_tg else FALLBACK_EFFICIENCY["tg"],
+        "pp": statistics.median(all_pp) if all_pp else FALLBACK_EFFICIENCY["pp"],
+        "layer_s": shared_gpu,
     }
-    fitted = {"*": overall}
-    for backend, kinds in ratios.items():
-        fitted[backend] = {
-            kind: statistics.median(kinds[kind]) if kinds.get(kind) else overall[kind]
-            for kind in ("tg", "pp")
-        }
+    fitted["*"] = overall
+    for backend, row in fitted.items():
+        if backend == "*":
+            continue
+        row.setdefault("tg", overall["tg"])
+        row.setdefault("pp", overall["pp"])
+    factors: dict[str, list[float]] = {"tg": [], "pp": []}
+    for point, ideal in moe:
+        row = fitted.get(point.backend, overall)
+        if point.kind == "tg":
+            c = row.get("layer_s", LAYER_SECONDS_CPU if point.backend == "cpu" else shared_gpu)
+            rest = 1 / point.value - point.n_layer * c
+            if rest > 0:
+                factors["tg"].append(ideal / rest / row["tg"])
+        else:
+            factors["pp"].append(ideal * point.value / row["pp"])
+    fitted["moe"] = {k: statistics.median(v) if v else 1.0 for k, v in factors.items()}
     return fitted
 
 
 @lru_cache(maxsize=1)
-def efficiencies() -> dict[str, dict[str, float]]:
+def efficiencies() -> Table:
     try:
         return fit_efficiencies(load_calibration())
     except (OSError, ValueError, KeyError):
-        return {"*": dict(FALLBACK_EFFICIENCY)}
+        return {"*": {**FALLBACK_EFFICIENCY, "layer_s": LAYER_SECONDS_GPU}}
 
 
-def efficiency(backend: str, kind: str) -> float:
-    table = efficiencies()
-    return table.get(backend, table["*"])[kind]
+def _row(table: Table, backend: str) -> dict[str, float]:
+    return table.get(backend, table["*"])
+
+
+def efficiency(backend: str, kind: str, table: Table | None = None) -> float:
+    return _row(table or efficiencies(), backend)[kind]
+
+
+def layer_seconds(backend: str, table: Table | None = None) -> float:
+    row = _row(table or efficiencies(), backend)
+    default = LAYER_SECONDS_CPU if backend == "cpu" else LAYER_SECONDS_GPU
+    return row.get("layer_s", default)
+
+
+def moe_factor(kind: str, table: Table | None = None) -> float:
+    return (table or efficiencies()).get("moe", {}).get(kind, 1.0)
 
 
 # --- the prediction ------------------------------------------------------------------------------
@@ -448,11 +613,19 @@ def predict_speed(
     backend: str,
     *,
     n_ubatch: int = DEFAULT_UBATCH,
+    table: Table | None = None,
 ) -> Speed:
     """Prompt and generation tokens/s for `cost` on `gpus` (aligned with cost.gpu_bytes; None
     for a GPU the spec table does not know) with `backend` (cuda, rocm, vulkan, metal, cpu).
-    A GPU that is not known leaves the figures None, with the basis saying why."""
-    eff_tg_cpu, eff_pp_cpu = efficiency("cpu", "tg"), efficiency("cpu", "pp")
+    A GPU that is not known leaves the figures None, with the basis saying why. `table`: the
+    fitted efficiencies (default: fitted on the bundled calibration set)."""
+    table = table or efficiencies()
+    moe_tg = moe_factor("tg", table) if cost.moe else 1.0
+    moe_pp = moe_factor("pp", table) if cost.moe else 1.0
+    eff_tg_cpu = efficiency("cpu", "tg", table) * moe_tg
+    eff_pp_cpu = efficiency("cpu", "pp", table) * moe_pp
+    ram_gbs = cpu.peak_gbs
+    prompt_known = True
     gen_time = 0.0
     prompt_time = 0.0
     parts: list[str] = []
@@ -463,17 +636,21 @@ def predict_speed(
         if spec is None:
             return Speed(None, None, "predicted", "no speed: a GPU of this split is not in the "
                          "spec table (models/data/gpu_specs.json)")  # fmt: skip
-        bandwidth = spec.bandwidth_gbs or (cpu.bandwidth_gbs if spec.unified else None)
+        bandwidth = spec.bandwidth_gbs or (ram_gbs if spec.unified else None)
         if not bandwidth:
             return Speed(None, None, "predicted", f"no speed: {spec.name}'s bandwidth is unknown")
-        eff_tg, eff_pp = efficiency(backend, "tg"), efficiency(backend, "pp")
+        eff_tg = efficiency(backend, "tg", table) * moe_tg
+        eff_pp = efficiency(backend, "pp", table) * moe_pp
         gen_time += read / (bandwidth * 1e9 * eff_tg)
         share = read / total_bytes
-        prompt_time += 2 * cost.active_params * share / (spec.fp16_tflops * 1e12 * eff_pp)
+        if spec.fp16_tflops:
+            prompt_time += 2 * cost.active_params * share / (spec.fp16_tflops * 1e12 * eff_pp)
+        else:
+            prompt_known = False
         parts.append(f"{bandwidth:.0f} GB/s × {eff_tg:.2f} over {_gb(read)} ({spec.name})")
     if cost.host_bytes:
-        gen_time += cost.host_bytes / (cpu.bandwidth_gbs * 1e9 * eff_tg_cpu)
-        parts.append(f"{cpu.bandwidth_gbs:.0f} GB/s × {eff_tg_cpu:.2f} over "
+        gen_time += cost.host_bytes / (ram_gbs * 1e9 * eff_tg_cpu)
+        parts.append(f"{ram_gbs:.0f} GB/s × {eff_tg_cpu:.2f} over "
                      f"{_gb(cost.host_bytes)} in RAM")  # fmt: skip
         known = [s for s in gpus if s is not None]
         if any(cost.gpu_bytes) and known:
@@ -481,24 +658,28 @@ def predict_speed(
             # per batch, and their FLOPs run at the GPU's rate.
             prompt_time += cost.host_total_bytes / (PCIE_GBS * 1e9) / max(n_ubatch, 1)
             share = cost.host_bytes / total_bytes
-            rate = known[0].fp16_tflops * 1e12 * efficiency(backend, "pp")
+            rate = known[0].fp16_tflops * 1e12 * efficiency(backend, "pp", table) * moe_pp
             prompt_time += 2 * cost.active_params * share / rate
-        else:
+        elif cpu.tflops:
             prompt_time += 2 * cost.active_params / (cpu.tflops * 1e12 * eff_pp_cpu)
     if gen_time <= 0:
         return Speed(None, None, "predicted", "no speed: the model reads no bytes")
-    basis = "predicted: " + " + ".join(parts) + " per token"
-    # A token runs about ten kernels per layer whatever their size: for a tiny model that, not
-    # the bytes, bounds the rate (an assumed floor, not fitted: no calibration point is this
-    # small on a fast GPU).
-    floor = cost.layers * (LAYER_SECONDS_CPU if backend == "cpu" else LAYER_SECONDS_GPU)
-    if gen_time < floor:
-        gen_time = floor
-        basis += f"; at most {1 / floor:.0f} tokens/s: per-layer overhead of {cost.layers} layers"
-    if cost.host_bytes and not cpu.measured:
+    basis = "predicted: " + " + ".join(parts)
+    # A token runs about ten kernels per layer whatever their size: for a small model that, not
+    # the bytes, is most of the time (fitted per backend; see fit_efficiencies).
+    per_layer = layer_seconds(backend, table)
+    if cost.layers and per_layer:
+        gen_time += cost.layers * per_layer
+        basis += f" + {cost.layers} layers × {per_layer * 1e6:.0f} µs"
+    basis += " per token"
+    if cost.moe and moe_tg != 1.0:
+        basis += f" (MoE: efficiency × {moe_tg:.2f})"
+    if cost.host_bytes and cpu.measured:
+        basis += f"; RAM peak taken as the measured {cpu.bandwidth_gbs:.0f} GB/s ÷ {COPY_OF_PEAK}"
+    elif cost.host_bytes:
         basis += f"; {cpu.basis}"
     return Speed(
-        1 / prompt_time if prompt_time > 0 else None,
+        1 / prompt_time if prompt_time > 0 and prompt_known else None,
         1 / gen_time,
         "predicted",
         basis,

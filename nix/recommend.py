@@ -11,7 +11,7 @@ from pathlib import Path
 
 from llama_wizard.detect.errors import ChoiceError
 from llama_wizard.detect.model import Gpu, Inventory
-from llama_wizard.detect.selection import default_gpus, gpus_by_index
+from llama_wizard.detect.selection import default_gpus, gpus_by_index, one_mig_instance
 from llama_wizard.nix.catalogue import ROCM_BUILDABLE_TARGETS, describe
 from llama_wizard.nix.environment import DRIVER_LIB_DIR, NixEnvironment
 from llama_wizard.nix.flake import FlakeOutputs, nix_string
@@ -279,13 +279,24 @@ def recommend(
 ) -> BuildChoice:
     """The recommended build (or the person's `output`/`gpu_indices`, with what they cost)."""
     system = nix_system(inventory)
+    mig_warnings: list[PlanWarning] = []
     if gpu_indices is not None:  # [] is a choice too: the CPU
-        gpus, notes = gpus_by_index(inventory, gpu_indices), []
+        gpus, mig_notes = one_mig_instance(gpus_by_index(inventory, gpu_indices))
+        notes: list[str] = []
+        mig_warnings = [
+            PlanWarning(
+                "mig_one_instance",
+                note,
+                "Choose one MIG instance with --gpu, and start one llama-server per instance.",
+            )
+            for note in mig_notes
+        ]
     else:
         gpus, notes = default_gpus(inventory)
     found = _recommend_for(inventory, gpus, flake, system)
     choice = replace(
         found,
+        warnings=[*mig_warnings, *found.warnings],
         reasons=[*notes, *found.reasons],
         recommended_output=found.output,
         costs=[*found.costs, *(_gpu_override_costs(gpus) if gpu_indices else [])],
@@ -413,14 +424,18 @@ def _cuda_runtime(gpus: list[Gpu], capable: list[Gpu]) -> _Runtime:
                 "Install it first (see the detection warnings), then launch.",
             )
         )
-    return _Runtime(
-        env=env,
-        reasons=[
-            "CUDA_DEVICE_ORDER=PCI_BUS_ID and CUDA_VISIBLE_DEVICES by UUID: CUDA's own order is "
-            "fastest-first and differs from nvidia-smi's."
-        ],
-        warnings=warnings,
-    )
+    reasons = [
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID and CUDA_VISIBLE_DEVICES by UUID: CUDA's own order is "
+        "fastest-first and differs from nvidia-smi's."
+    ]
+    reasons += [
+        f"GPU {g.index} is MIG instance {g.mig_profile} of {g.mig_parent_uuid}: "
+        f"CUDA_VISIBLE_DEVICES={g.uuid} selects it (the parent GPU's UUID would leave CUDA to "
+        "pick an instance)."
+        for g in capable
+        if g.is_mig_instance
+    ]
+    return _Runtime(env=env, reasons=reasons, warnings=warnings)
 
 
 def _nvidia_choice(flake: FlakeOutputs, system: str, gpus: list[Gpu]) -> BuildChoice:

@@ -19,6 +19,7 @@ HELP = """\
 | `ctrl+p` | command palette (jump to a step, reset saved choices) |
 | `c` | cancel a running build (asks first) |
 | `s` | Model step: sort the list (score, speed, size, name) |
+| `k` | Done step: keep the server running (a systemd service) |
 
 From this machine's GPUs to llama.cpp running on them, in six steps:
 

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import SelectionList, Static
 
 from llama_wizard.detect.errors import ActionableError
+from llama_wizard.detect.memory import users_text
 from llama_wizard.detect.model import Gpu, Inventory
 from llama_wizard.screens.base import WizardStep, error_text, message_markup
 from llama_wizard.tui.format import gpu_architecture, gpu_memory, human_bytes, plain_text
@@ -32,6 +33,9 @@ def gpu_label(gpu: Gpu, masked: bool = False) -> str:
     details = [gpu_architecture(gpu), gpu_memory(gpu), gpu.driver or "no driver",
                f"PCI {gpu.pci_bus_id or '?'}"]  # fmt: skip
     lines = [f"{gpu.index}  {name}", "   " + "  ·  ".join(details)]
+    users = users_text(gpu)
+    if users:
+        lines.append(f"   in use by {users}")
     return "\n".join([*lines, *([f"   {MASKED}"] if masked else [])])
 
 

@@ -11,6 +11,10 @@ thread forks it: the worker here lives only as long as one run, and the program'
 parent-death signal (it dies with the wizard, even a `kill -9`ed one) belongs to the thread
 that forked it.
 
+Once llama-server is up, the worker sends it one short chat request (tui/first_request.py, on
+a daemon thread it polls, abandoned when the server stops) and the answer and its speed
+("First answer: ...") join the speed line; a refused request says why in the status line.
+
 The fields go through the session's checks (session.set_launch) and the command shown is the
 session's (session.launch_spec). A worker starts the program and reads its output; it posts
 what happened, and the handlers here update the app on the UI thread."""
@@ -35,6 +39,9 @@ from llama_wizard.tui.validate import PROGRAMS
 from llama_wizard.tui.widgets import CommandText, GlyphRadioButton
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llama_wizard.tui.first_request import FirstAnswer, FirstRequestError
     from llama_wizard.tui.launch import ExitReport, LaunchedProcess, LaunchSpec, Timing
 
 
@@ -49,6 +56,14 @@ class Output(Message):
     lines: list[str]
     timing: Timing
     listening: str | None = None  # llama-server said it is up (on this URL)
+
+
+@dataclass
+class FirstAnswered(Message):
+    """llama-server's reply to the first request (or why there was none), for process `pid`."""
+
+    pid: int
+    answer: FirstAnswer | FirstRequestError
 
 
 @dataclass
@@ -68,6 +83,14 @@ class LlamacppFit(Message):
     kind: str = "agree"  # agree, disagree, or not-asked
 
 
+@dataclass
+class DevicesChecked(Message):
+    """llama.cpp's own list of devices beside the plan (session.check_devices), as lines."""
+
+    lines: list[str]
+    ok: bool
+
+
 # Each field, the keyword of session.set_launch it sets.
 FIELDS = {"prompt": "prompt", "host": "host", "port": "port"}
 
@@ -84,6 +107,9 @@ class LaunchScreen(WizardStep):
         super().__init__()
         self.problems: dict[str, str] = {}  # field -> what is wrong with what it holds
         self.server_up = False  # llama-server has said it is listening (this run)
+        self.devices_pending = False  # llama.cpp is being asked which devices it sees
+        self.run_when_checked = False  # ctrl+r came while it was
+        self.first_answer: str | None = None  # "First answer: ..." (this run)
 
     def compose(self) -> ComposeResult:
         choices = self.session.choices
@@ -116,6 +142,37 @@ class LaunchScreen(WizardStep):
         # On a simulated machine llama.cpp would see this machine's GPUs: not asked, no line.
         if plan is not None and plan.model is not None and not self.session.simulated:
             self.ask_llamacpp()
+        if plan is not None and not self.session.simulated:
+            self.devices_pending = True
+            self.check_devices()
+
+    @work(thread=True, exclusive=True, group="devices")
+    def check_devices(self) -> None:
+        """The built binary's --list-devices, matched to the chosen GPUs: a Vulkan launch gets
+        its --device, and a build that does not see them is said before ctrl+r."""
+        check = self.session.check_devices()
+        # All is well and nothing to choose (a CPU build, masked ROCm/CUDA GPUs all seen): the
+        # preview says enough; a notice would only cover the output.
+        quiet = check is None or (check.ok and not check.device_arg)
+        lines = [] if quiet or check is None else check.lines()
+        lines += [f"note: {text}" for text in self.session.take_notes()]
+        self.post_message(DevicesChecked(lines, check is None or check.ok))
+
+    def on_devices_checked(self, message: DevicesChecked) -> None:
+        self.devices_pending = False
+        if not self.host.launch_running:
+            self._preview()  # the command now names the devices (--device VulkanN)
+        if message.lines:
+            self.notify(
+                "\n".join(message.lines),
+                title="llama.cpp's devices",
+                severity="information" if message.ok else "warning",
+                timeout=6 if message.ok else 20,
+                markup=False,
+            )
+        if self.run_when_checked:
+            self.run_when_checked = False
+            self.action_run()
 
     # -- llama.cpp's own word on the fit ----------------------------------------------------------
 
@@ -226,6 +283,11 @@ class LaunchScreen(WizardStep):
             return
         if self.session.plan is None:
             return
+        if self.devices_pending:
+            # A Vulkan launch needs the --device the check finds: it starts once that is known.
+            self.run_when_checked = True
+            self._say("Asking llama.cpp which devices it sees; it starts right after.")
+            return
         try:
             spec = self.session.launch_spec()
         except ActionableError as error:
@@ -235,11 +297,13 @@ class LaunchScreen(WizardStep):
         speed = self.query_one("#speed", Static)
         speed.update("")
         speed.display = False  # no empty row above the output
+        self.first_answer = None
         self.host.launch_running = True  # until Exited: a second ctrl+r does not start another
-        self.run_program(spec, dict(self.session.machine.env))
+        self.run_program(spec, dict(self.session.machine.env), self.session.server_url())
 
     @work(thread=True, exclusive=True, group="launch")
-    def run_program(self, spec: LaunchSpec, env: dict[str, str]) -> None:
+    def run_program(self, spec: LaunchSpec, env: dict[str, str], url: str | None = None) -> None:
+        from llama_wizard.tui.first_request import FirstRequest, ask_server
         from llama_wizard.tui.launch import LaunchedProcess
 
         try:
@@ -254,11 +318,22 @@ class LaunchScreen(WizardStep):
             return
         self.post_message(Started(process, spec.shell_command()))
         worker = get_current_worker()
+        asking: FirstRequest | None = None
+        asked = False
         while not process.finished and not worker.is_cancelled:
             lines = process.lines(timeout=0.1)
             if lines:
                 texts = [text for _, text in lines]
                 self.post_message(Output(texts, process.timing_now(), process.listening_url))
+            if not asked and url and spec.program == "llama-server" and process.listening_url:
+                asked = True
+                asking = ask_server(spec, url, env)
+            answer = asking.poll() if asking is not None else None
+            if answer is not None:
+                asking = None
+                self.post_message(FirstAnswered(process.pid, answer))
+        if asking is not None:
+            asking.abandon()  # the server stopped before it answered
         if worker.is_cancelled:
             process.stop()
         lines = process.lines(timeout=0)
@@ -289,6 +364,22 @@ class LaunchScreen(WizardStep):
             self.server_up = True
             self._say(f"llama-server is up: {self.session.server_url()} — ctrl+s stops it.")
 
+    def on_first_answered(self, message: FirstAnswered) -> None:
+        from llama_wizard.tui.first_request import FirstRequestError
+
+        launched = self.host.launched
+        if launched is None or launched.pid != message.pid or not self.host.launch_running:
+            return  # an answer from a server that has stopped since
+        answer = message.answer
+        if isinstance(answer, FirstRequestError):
+            self._say(
+                f"llama-server is up: {self.session.server_url()} — ctrl+s stops it.\n"
+                + error_text(answer)
+            )
+            return
+        self.first_answer = answer.summary()
+        self._speed(launched.timing_now())
+
     def on_exited(self, message: Exited) -> None:
         self.host.launch_running = False
         if message.problem:
@@ -306,14 +397,34 @@ class LaunchScreen(WizardStep):
             self._say(report.message)
 
     def _speed(self, timing: Timing) -> None:
-        summary = timing.summary()
-        if summary:
+        lines = [line for line in (timing.summary(), self.first_answer) if line]
+        if lines:
             speed = self.query_one("#speed", Static)
-            speed.update(summary)
+            speed.update("\n".join(lines))
             speed.display = True
 
     def _say(self, text: str) -> None:
         self.query_one("#launch-status", Static).update(text)
+
+    def leave(self, go_on: Callable[[], None]) -> None:
+        """Going on stops a running llama.cpp (nothing runs on unseen): asked first."""
+        launched = self.host.launched
+        if not self.host.launch_running or launched is None or launched.returncode is not None:
+            super().leave(go_on)
+            return
+        from llama_wizard.screens.dialogs import ConfirmScreen
+
+        program = self.session.choices.program
+        question = (
+            f"**{program} is running.** Going on stops it. To keep a server running after the "
+            "wizard, the Done step's `k` installs it as a service."
+        )
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                go_on()
+
+        self.app.push_screen(ConfirmScreen(question, yes="Stop it and go on", no="Stay"), answered)
 
     def on_unmount(self) -> None:
         # Leaving the step cancels the worker, which stops the program: nothing runs on.

@@ -46,3 +46,9 @@ def isolated_dirs(
     # developer's downloads.
     for name in ("LLAMA_CACHE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
+    # Never the real Hugging Face Hub, nor the developer's token: a wizard that reaches its
+    # download (the Build run step, --yes) on a real machine asks a port where nothing listens
+    # (refused at once); tests of downloads point HF_ENDPOINT at tests/hub_server.py.
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socketserver
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def wizard_executable() -> str:
@@ -30,3 +35,30 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[socketserver.BaseServer]:
+    """A test's HTTP server answering on its own thread until the block ends, then closed."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def walk_to_launch(terminal: Any) -> None:
+    """The wizard in a tests.terminal.Terminal, by keys, from its first screen to the Launch
+    step of a plan whose model is chosen on the command line (the build runs for real)."""
+    terminal.wait_for("5 Launch")
+    terminal.wait_for("RAM")  # detection has answered
+    terminal.keys("C-n")
+    terminal.wait_for("nix build")
+    terminal.keys("C-n")
+    terminal.wait_for("Chosen:")
+    terminal.keys("C-n")
+    terminal.wait_for("Built.", timeout=300)
+    terminal.keys("C-n")
+    terminal.wait_for("ctrl+r runs it")

@@ -12,7 +12,10 @@ import uuid
 
 # A tmux server hands new sessions its own environment: these are passed explicitly.
 PASSED_ENV = ("PATH", "NIX_CONFIG", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME",
-              "XDG_DATA_HOME", "HOME", "NO_COLOR")  # fmt: skip
+              "XDG_DATA_HOME", "HOME", "NO_COLOR",
+              # Where models come from and go (tests/hub_server.py stands in for the Hub).
+              "HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME", "LLAMA_CACHE", "HF_HUB_OFFLINE",
+              "LLAMA_WIZARD_RAM_GBS")  # fmt: skip
 
 
 # With keep_status a small parent runs the program (an argv list, no shell), prints how it ended

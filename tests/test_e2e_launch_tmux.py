@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import wizard_executable
+from tests.helpers import walk_to_launch, wizard_executable
 from tests.llamacpp import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
     fixture_dense_gguf,
     fixture_llamacpp_bin,
@@ -41,16 +41,7 @@ def test_launch_step_shows_llama_cpp_s_speeds_and_the_server_dies_with_the_wizar
     argv = [wizard_executable(), "--flake", llamacpp_flake, "--model", str(dense_gguf)]
     terminal = Terminal(argv, dict(os.environ), size=(80, 24))
     try:
-        terminal.wait_for("5 Launch")
-        terminal.wait_for("RAM")  # detection has answered
-        terminal.keys("C-n")
-        terminal.wait_for("nix build")
-        terminal.keys("C-n")
-        terminal.wait_for("Chosen:")
-        terminal.keys("C-n")
-        terminal.wait_for("Built.", timeout=300)
-        terminal.keys("C-n")
-        terminal.wait_for("ctrl+r runs it")
+        walk_to_launch(terminal)
         terminal.keys("C-r")
         screen = terminal.wait_for("llama-completion exited with status 0.")
         screen = terminal.wait_for("(llama.cpp's figures)")

@@ -86,13 +86,13 @@ def test_plain_mode_in_a_dumb_terminal_through_to_the_launch(terminal, flake, tm
     screen.send("\n")
     screen.expect(r"Step 6/6: Done")
     screen.expect(r"# Run llama-completion")
-    screen.expect(r"Choose 1-4 \[1\]: ")
+    screen.expect(r"Choose 1-5 \[1\]: ")
     screen.send("2\n")  # save the commands
     screen.expect(r"Save to \[.*llama-wizard-commands\.sh\]: ")
     saved = tmp_path / "commands.sh"
     screen.send(f"{saved}\n")
     screen.expect(rf"saved to {re.escape(str(saved))}")
-    screen.expect(r"Choose 1-4 \[1\]: ")
+    screen.expect(r"Choose 1-5 \[1\]: ")
     screen.send("\n")
     assert screen.wait() == 0
     text = saved.read_text()

@@ -197,6 +197,12 @@ class WizardApp(App[int]):
             )
         if self.launched is not None and self.launched.returncode is None:
             busy.append("llama.cpp is running and will be stopped.")
+        download = self.session.download_job
+        if download is not None and download.running:
+            busy.append(
+                "The model is downloading. It stops; its part is kept, and the next run "
+                "(or `llama-wizard pull`) resumes it."
+            )
         if not busy:
             self._quit()
             return
@@ -211,6 +217,7 @@ class WizardApp(App[int]):
     def _quit(self) -> None:
         if self.launched is not None:
             self.launched.stop()
+        self.session.stop_download()
         self.save_choices()
         self.exit(0)
 

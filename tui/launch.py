@@ -187,11 +187,11 @@ def uses_gpu(plan: Plan) -> bool:
 
 
 def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
-    """How llama.cpp is told the plan's model, once: the source (`-hf repo:QUANT`, `-m FILE`
-    or `-mu URL`, or `-m model_path`), `-c`, then on a GPU build the placement of the model's
-    run mode (`-ngl 99`; moe-offload adds `--n-cpu-moe N`; hybrid `-ngl N`; cpu `-ngl 0`) and
-    `-fa on` (a CPU build has no layers to offload: no -ngl), then the model's own flags. The
-    plan shows exactly these.
+    """How llama.cpp is told the plan's model, once: the source (`-hf repo:QUANT`, or `-m` the
+    cached file once that is downloaded; `-m FILE` or `-mu URL`, or `-m model_path`), `-c`,
+    then on a GPU build the placement of the model's run mode (`-ngl 99`; moe-offload adds
+    `--n-cpu-moe N`; hybrid `-ngl N`; cpu `-ngl 0`) and `-fa on` (a CPU build has no layers
+    to offload: no -ngl), then the model's own flags. The plan shows exactly these.
 
     llama.cpp's --fit (on by default) moves layers only when the command line does not place
     them (no -ngl, -ts, -ot or --n-cpu-moe: common/fit.cpp gives up with "n_gpu_layers already
@@ -213,6 +213,12 @@ def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
         own_source = model.source_args()
         args = model.launch_args()
         rest = args[len(own_source) :]  # the source is given once, below
+        if model_path is None and own_source[:1] == ["-hf"]:
+            # Downloaded already (llama-wizard pull, the wizard's download, llama.cpp's own -hf):
+            # -m the cached file, so llama.cpp neither fetches it again nor needs the network.
+            from llama_wizard.models.download import cached_model_path
+
+            model_path = cached_model_path(model)
         source = ["-m", str(Path(model_path).expanduser())] if model_path else own_source
     if not gpu:
         # No layers to place on a CPU build (llama.cpp only warns that it ignores them).
@@ -230,7 +236,22 @@ def model_args(plan: Plan, model_path: str | None = None) -> list[str]:
         # extra_args comes later on the command line and wins.
         placement = next((i + 2 for i, a in enumerate(rest) if a in ("-ngl", "--fit")), len(rest))
         rest[placement:placement] = ["-fa", "on"]
+    device = device_args(plan) if gpu else []
+    if device:
+        # Before -ts: the split is written in this same order of GPUs (the plan's).
+        split = next((i for i, a in enumerate(rest) if a in ("-ts", "--tensor-split")), len(rest))
+        rest[split:split] = device
     return [*source, *rest]
+
+
+def device_args(plan: Plan) -> list[str]:
+    """`--device Vulkan1,Vulkan0`: the chosen GPUs as llama.cpp's Vulkan build names them, in
+    the plan's GPU order, once its --list-devices was matched to them (tui/devices.py); else
+    nothing (ROCm and CUDA are masked by the plan's environment instead)."""
+    check = plan.device_check
+    if check is None or not check.device_arg or plan.build.backend != "vulkan":
+        return []
+    return ["--device", check.device_arg]
 
 
 def _has_fit(plan: Plan) -> bool:

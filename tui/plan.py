@@ -29,6 +29,7 @@ from llama_wizard.tui.machine import Machine
 
 if TYPE_CHECKING:
     from llama_wizard.models.choose import ModelChoice
+    from llama_wizard.tui.devices import DeviceCheck
 
 
 def state_dir() -> Path:
@@ -67,6 +68,9 @@ class Plan:
     warnings: list[PlanWarning] = field(default_factory=list)
     model: ModelChoice | None = None
     recommended_model: ModelChoice | None = None
+    # llama.cpp's own list of devices, once the build was asked (tui/devices.py): the Vulkan
+    # launch's `--device`, and what does not match the chosen GPUs.
+    device_check: DeviceCheck | None = None
 
     def shell_command(self) -> str:
         """The build as a person would type it (quoted for a POSIX shell)."""
@@ -123,6 +127,7 @@ class Plan:
             if self.model is None
             else {**self.model.to_json(), "launch_args": self.launch_args()},
             **({"simulated": self.inventory.simulated} if self.inventory.simulated else {}),
+            **({"devices": self.device_check.to_json()} if self.device_check else {}),
         }
 
 
@@ -148,6 +153,7 @@ def make_plan(
     flash_attn: str | None = None,
     n_parallel: int | None = None,
     mode: str | None = None,
+    memory: str | None = None,
 ) -> Plan:
     """`flash_attn` (-fa on|off|auto, default auto) and `n_parallel` (llama-server -np N) are
     what the model's memory estimate assumes; auto is resolved for the build's backend. `mode`
@@ -193,8 +199,19 @@ def make_plan(
     )
 
     chosen_gpus = [g for g in inventory.gpus if g.index in build.gpus]
+    from llama_wizard.detect.memory import memory_note
+
+    for gpu in chosen_gpus:  # memory other processes hold (detect/memory.py: auto|total|free)
+        if note := memory_note(gpu, memory or "auto"):
+            warnings.append(
+                PlanWarning(
+                    "memory_in_use",
+                    note,
+                    "Stop those processes, or choose what to plan on with --memory total|free.",
+                )
+            )
     model_plan = plan_model(
-        devices_for(chosen_gpus, inventory),
+        devices_for(chosen_gpus, inventory, memory or "auto"),
         model=model,
         quant=quant,
         ctx=ctx,

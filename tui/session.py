@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from llama_wizard.detect.model import Gpu, Inventory
     from llama_wizard.models.choose import FitReport, LaunchSettings, ModelChoice
+    from llama_wizard.models.download import DownloadJob, HubTarget
     from llama_wizard.models.estimate import Device, Estimate
     from llama_wizard.models.source import ModelSource
     from llama_wizard.models.speed import CpuSpec, Speed
@@ -38,10 +40,12 @@ if TYPE_CHECKING:
     from llama_wizard.nix.environment import SetupProblem
     from llama_wizard.nix.recommend import BuildChoice, PlanWarning
     from llama_wizard.tui.commands import Command
+    from llama_wizard.tui.devices import DeviceCheck
     from llama_wizard.tui.launch import LaunchSpec
     from llama_wizard.tui.machine import Machine
     from llama_wizard.tui.plan import Plan
     from llama_wizard.tui.ranking import RankedModel, SpeedContext
+    from llama_wizard.tui.service import ServiceUnit
     from llama_wizard.tui.verify import Agreement, FitVerdict
 
 COMMANDS_FILE_NAME = "llama-wizard-commands.sh"
@@ -80,6 +84,9 @@ class Overrides:
     mode: str | None = None
     # --nix-without-build-users: the wizard's nix commands run with `build-users-group =`.
     nix_without_build_users: bool = False
+    # --memory auto|total|free: plan a GPU other processes use on its free memory or its whole
+    # memory (detect/memory.py); None: auto.
+    memory: str | None = None
 
 
 @dataclass
@@ -201,6 +208,10 @@ class WizardSession:
         # This host's CPU and RAM bandwidth for the speed prediction, per inventory (measured
         # once per machine and cached on disk; kept here so a table asks once).
         self._cpu_spec: tuple[int, CpuSpec] | None = None
+        # The plan's model downloading (or downloaded) in the background: kept here, not on a
+        # screen, so that leaving the Build run step and coming back finds it again.
+        self._download: DownloadJob | None = None
+        self._devices_of: str | None = None  # the build (store path) plan.device_check is of
 
     @property
     def machine(self) -> Machine:
@@ -366,7 +377,12 @@ class WizardSession:
         """The GPUs the plan really uses (a build may leave some out: an iGPU, an old card)."""
         inventory = self._inventory()
         indices = self.plan.build.gpus if self.plan is not None else self.chosen_gpus()
-        return [g for g in inventory.gpus if g.index in indices]
+        chosen = [g for g in inventory.gpus if g.index in indices]
+        if self.plan is None:
+            from llama_wizard.detect.selection import one_mig_instance
+
+            chosen = one_mig_instance(chosen)[0]  # a CUDA process sees one MIG instance
+        return chosen
 
     def masked_gpus(self) -> list[int]:
         """The chosen GPUs the build leaves out (an iGPU next to a discrete GPU, ...): the plan's
@@ -469,6 +485,7 @@ class WizardSession:
                     flash_attn=settings.flash_attn,
                     n_parallel=settings.n_parallel,
                     mode=settings.mode,
+                    memory=self.memory_choice(),
                 )
             except ChoiceError as error:
                 if output is None or not self._saved("output"):
@@ -526,7 +543,18 @@ class WizardSession:
         runs in."""
         from llama_wizard.models.choose import devices_for
 
-        return devices_for(self.planned_gpus(), self._inventory())
+        return devices_for(self.planned_gpus(), self._inventory(), self.memory_choice())
+
+    def memory_choice(self) -> str:
+        """auto, total or free: what a GPU other processes use is planned on."""
+        return self.overrides.memory or "auto"
+
+    def memory_notes(self) -> list[str]:
+        """Who holds the planned GPUs' memory now, and what the plan assumed of it."""
+        from llama_wizard.detect.memory import memory_note
+
+        notes = (memory_note(gpu, self.memory_choice()) for gpu in self.planned_gpus())
+        return [note for note in notes if note]
 
     def host_memory(self) -> int | None:
         return self._inventory().memory_available_bytes or None
@@ -737,6 +765,33 @@ class WizardSession:
         verdict = verify_fit(plan, choice, env=self.machine.env, timeout=timeout)
         return verdict, compare(choice, verdict)
 
+    def check_devices(self, *, timeout: float = 30.0) -> DeviceCheck | None:
+        """llama.cpp's own list of devices beside the plan (tui/devices.py): the built binary's
+        `--list-devices` with the launch's environment, matched to the chosen GPUs. Kept on the
+        plan, so that a Vulkan launch says `--device VulkanN,...` in the plan's GPU order; its
+        problems (a ROCm build that sees no GPU, a mask that does not hide the iGPU, identical
+        cards that cannot be told apart) are for the face to show before the launch. None for a
+        simulated machine (its GPUs are not here) or a build not there yet; a binary that cannot
+        answer leaves a note. Worker-safe: one subprocess, and the plan's field."""
+        from llama_wizard.tui.devices import DeviceCheckFailed, check_devices, list_devices_binary
+
+        if self.simulated:
+            return None
+        plan = self._plan()
+        if list_devices_binary(plan) is None:
+            return None
+        # Asked once per build: the answer only changes with the binary (or the hardware).
+        build = os.path.realpath(plan.build.out_link)
+        if plan.device_check is not None and self._devices_of == build:
+            return plan.device_check
+        try:
+            check = check_devices(plan, self.machine.env, timeout=timeout)
+        except DeviceCheckFailed as error:
+            self.note(f"{error.message} {error.fix}")
+            return None
+        plan.device_check, self._devices_of = check, build
+        return check
+
     # --- step 4: the build run -----------------------------------------------------------------
 
     def build_status(self) -> BuildStatus:
@@ -764,6 +819,55 @@ class WizardSession:
             # allow_nix_without_build_users and plan again.
             raise NixSetupError(plan.nix.setup_problem)
         ensure_state_dir()
+
+    # --- step 4 too: the model's download ---------------------------------------------------------
+
+    def download_target(self) -> HubTarget | None:
+        """The plan's model's Hub files when they must be downloaded before the launch; None
+        when there is no model, it is not from the Hub (a .gguf path, a URL), it is in the cache
+        already, or the machine is simulated (its model is for hardware that is not here: it is
+        not fetched, and the launch keeps llama.cpp's -hf)."""
+        from llama_wizard.models.download import cached_paths, hub_target
+
+        plan = self.plan
+        if plan is None or plan.model is None or self.simulated:
+            return None
+        target = hub_target(plan.model)
+        if target is None or cached_paths(target) is not None:
+            return None
+        return target
+
+    def start_download(self) -> DownloadJob | None:
+        """The download of the plan's model, running in a thread (UI thread: call it from the
+        face, then read the job's progress, result or error). The job already running or done
+        for the same files is the one returned (a failed one is started again, and resumes);
+        one for another model is stopped. None when nothing is to be downloaded."""
+        from llama_wizard.models.download import DownloadJob, hub_target
+
+        job = self._download
+        model = self.plan.model if self.plan is not None else None
+        done = job is not None and job.result is not None
+        if done and model is not None and hub_target(model) == job.target:  # type: ignore[union-attr]
+            return job  # done (the file is cached now): the face still says where it is
+        target = self.download_target()
+        if job is not None and (target is None or job.target != target):
+            job.cancel()  # another model now (or nothing to fetch): its part stays, resumable
+            self._download = job = None
+        if target is None:
+            return None
+        if job is None or job.error is not None:
+            job = self._download = DownloadJob(target).start()
+        return job
+
+    @property
+    def download_job(self) -> DownloadJob | None:
+        """The model download started last (running, done or failed), if any."""
+        return self._download
+
+    def stop_download(self) -> None:
+        """Stop the running download (its part is kept; the next start resumes it)."""
+        if self._download is not None:
+            self._download.cancel()
 
     # --- step 5: the launch --------------------------------------------------------------------
 
@@ -840,6 +944,26 @@ class WizardSession:
 
         host = self.choices.host
         return None if is_loopback(host) else key_note(host)
+
+    def service_unit(self, *, check_built: bool = True) -> ServiceUnit:
+        """The systemd unit that keeps this llama-server running (tui/service.py) on the chosen
+        host and port. Raises LaunchError (no model, not built) or ServiceError."""
+        from llama_wizard.tui.service import service_unit
+
+        spec = self.launch_spec("llama-server", check_built=check_built)
+        return service_unit(self._plan(), spec, self.choices.host, self.choices.port)
+
+    def is_nixos(self) -> bool:
+        """This machine runs NixOS: a service is the module's snippet, not a unit file."""
+        plan = self._plan()
+        return plan.nix is not None and plan.nix.is_nixos
+
+    def nixos_service(self) -> Command | None:
+        """The Done step's `services.llama-server` snippet (None: the flake has no module)."""
+        from llama_wizard.tui.commands import nixos_command
+
+        spec = self.launch_spec(check_built=False)
+        return nixos_command(self._plan(), spec, self.choices.host, self.choices.port)
 
     @staticmethod
     def default_commands_path() -> Path:

@@ -733,17 +733,10 @@ def _missing(binary: Path, plan: Any) -> FitParamsMissing:
 
 
 def _run(argv: list[str], env: Mapping[str, str], timeout: float) -> tuple[str, str, int]:
-    from llama_wizard.detect.process import stop_process_tree
+    from llama_wizard.detect.process import run_bounded
 
     try:
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-        )
+        return run_bounded(argv, dict(env), timeout)
     except OSError as error:
         raise FitParamsFailed(
             f"{argv[0]} could not be started: {error.strerror or error}.",
@@ -751,21 +744,12 @@ def _run(argv: list[str], env: Mapping[str, str], timeout: float) -> tuple[str, 
             None,
             [],
         ) from None
-    try:
-        out, err = popen.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_process_tree(popen, signals=(), group=True)
-        popen.communicate()
         raise FitTimeout(
             f"{FIT_PARAMS} did not answer in {timeout:g} s (it was stopped).",
             "A slow GPU driver start or a very large model can take long: try again with a "
             "longer timeout; the estimate still stands.",
         ) from None
-    return (
-        out.decode("utf-8", errors="replace"),
-        err.decode("utf-8", errors="replace"),
-        popen.returncode,
-    )
 
 
 # --- our estimate beside llama.cpp's answer ---------------------------------------------------

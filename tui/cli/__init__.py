@@ -26,7 +26,7 @@ from llama_wizard.tui.cli.options import (
 
 EXIT_USAGE = 2
 # Each names a module of this package with `add_parser(subparsers)` and `run(args) -> int`.
-COMMANDS = ("detect", "plan", "build", "run", "fit", "bench")
+COMMANDS = ("detect", "plan", "build", "run", "fit", "bench", "service", "pull")
 # Top-level options that take a value: the word after one is that value, never a command.
 _VALUE_OPTIONS = (
     "--root",

@@ -189,6 +189,8 @@ def _run(args: argparse.Namespace) -> int:
                 )
             report = fit_model(source, machine.devices, args.ctx, options, machine.host_memory,
                                settings=settings)  # fmt: skip
+            if machine.session is not None:
+                report.notes.extend(machine.session.memory_notes())
             speeds = machine.speed_context().speeds(report)
     except ActionableError as error:
         return _fail(error.message, error.fix)
@@ -268,6 +270,7 @@ def _machine(args: argparse.Namespace) -> Iterator[_Machine]:
         flash_attn=args.flash_attn,
         n_parallel=args.parallel,
         mode=args.mode,
+        memory=args.memory,
     )
     timeout = getattr(args, "timeout", None) or 10.0
     with open_machine(getattr(args, "root", None), simulate) as machine:

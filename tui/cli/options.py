@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from llama_wizard.detect.memory import MEMORY_CHOICES
 from llama_wizard.tui import validate
 from llama_wizard.tui.validate import argparse_type
 
@@ -71,6 +72,20 @@ def add_estimate_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
         "of its own KV cache; default: llama-completion, one sequence)",
     )
     add_mode_option(parser, default=None)
+    add_memory_option(parser)
+
+
+def add_memory_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--memory auto|total|free (detect/memory.py's rule)."""
+    parser.add_argument(
+        "--memory",
+        choices=MEMORY_CHOICES,
+        default=None,
+        metavar="auto|total|free",
+        help="what a GPU other processes use is planned on: auto (default) its free memory when "
+        "they hold more than 2 GiB and 5 %% of it, else all of it; total: all of it (as after "
+        "stopping them); free: what is free now",
+    )
 
 
 def add_nix_setup_option(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +136,7 @@ def command_session(args: argparse.Namespace) -> Iterator[WizardSession]:
         flash_attn=getattr(args, "flash_attn", None),
         n_parallel=getattr(args, "parallel", None),
         mode=getattr(args, "mode", None),
+        memory=getattr(args, "memory", None),
         nix_without_build_users=bool(getattr(args, "nix_without_build_users", False)),
     )
     with open_machine(args.root, args.simulate) as machine:

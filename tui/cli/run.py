@@ -13,6 +13,7 @@ import sys
 from typing import IO, TYPE_CHECKING, Any
 
 from llama_wizard.tui.cli.options import (
+    add_memory_option,
     add_mode_option,
     add_nix_setup_option,
     context_size,
@@ -103,6 +104,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", metavar="NAME", help="run this flake output's build")
     add_mode_option(parser, default=unset)
+    add_memory_option(parser)
     add_nix_setup_option(parser)
     parser.add_argument(
         "--gpu",
@@ -154,9 +156,12 @@ def run_spec(
     SIGHUP. Returns the program's exit status (128 + N when a signal N ended it).
 
     Each of llama.cpp's timing lines gives a `timing` event (llama-server prints them per
-    request); its readiness line a `listening` event and the note "llama-server is up"; the
-    end an `exited` event with how it ended (tui.launch.describe_exit: the signal's name and
-    what to try when it crashed), also written out as text."""
+    request); its readiness line a `listening` event and the note "llama-server is up", then
+    one short chat request (tui/first_request.py) whose reply gives a `first_answer` event (or
+    `first_answer_error`) and a note; the end an `exited` event with how it ended
+    (tui.launch.describe_exit: the signal's name and what to try when it crashed), also written
+    out as text."""
+    from llama_wizard.tui.first_request import FirstRequest, FirstRequestError, ask_server
     from llama_wizard.tui.launch import LaunchedProcess, Timing, is_listening
 
     signals: list[int] = []
@@ -168,6 +173,7 @@ def run_spec(
     handled = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     process = None
+    asking: FirstRequest | None = None
     try:
         process = LaunchedProcess.start(spec)
         output.emit(
@@ -194,6 +200,8 @@ def run_spec(
                 stopping = True
                 output.emit("stopping", signal=signal.Signals(signals[0]).name)
                 output.note(f"stopping {spec.program}…")
+                if asking is not None:
+                    asking.abandon()
                 process.stop(grace)
             for stream, line in process.lines(POLL_SECONDS):
                 output.line(stream, line)
@@ -205,6 +213,18 @@ def run_spec(
                     listening = True
                     output.emit("listening", url=url, line=line)
                     output.note(f"llama-server is up: {url}")
+                    asking = ask_server(spec, url, os.environ)
+            answer = asking.poll() if asking is not None else None
+            if isinstance(answer, FirstRequestError):
+                asking = None
+                output.emit("first_answer_error", **answer.to_json())
+                output.note(f"⚠ {answer.message} {answer.fix}")
+            elif answer is not None:
+                asking = None
+                output.emit("first_answer", **answer.to_json())
+                output.note(answer.summary())
+        if asking is not None:
+            asking.abandon()  # the server stopped before it answered
         process.stop(grace)
         report = process.exit_report()
         # Remember llama.cpp's speeds for this machine (tui/measurements.py): fit shows them.
@@ -258,6 +278,9 @@ def run(args: argparse.Namespace) -> int:
     with command_session(args) as session:
         try:
             plan = session.make_plan()
+            # llama.cpp's own list of devices, before the launch: a Vulkan launch's --device,
+            # and a build that does not see the chosen GPUs said with its fix.
+            devices = session.check_devices()
             spec = launch_spec(
                 plan,
                 program=program,
@@ -272,6 +295,14 @@ def run(args: argparse.Namespace) -> int:
             print_error(error.message, error.fix)
             return EXIT_ERROR
         simulated = session.simulated
+        device_notes = session.take_notes()
+    if devices is not None:
+        output.emit("devices", **devices.to_json())
+        for text in devices.lines():
+            output.note(text)
+    for text in device_notes:
+        output.emit("note", message=text)
+        output.note(f"note: {text}")
     for warning in plan.warnings + plan.build.warnings:
         output.emit("warning", code=warning.code, message=warning.message, fix=warning.fix)
         output.note(f"warning: {warning.message} {warning.fix}")

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
         flash_attn=args.flash_attn,
         n_parallel=args.parallel,
         mode=args.mode,
+        memory=args.memory,
     )
     if args.plain or args.yes or wants_plain():
         from llama_wizard.tui.plain import run_plain

@@ -188,6 +188,12 @@ class PlainWizard:
             self.say("Detecting the GPUs, CPU and RAM…")
         inventory = session.detect()
         print_inventory(inventory, self.console)
+        from llama_wizard.detect.memory import users_text
+
+        for gpu in inventory.gpus:
+            users = users_text(gpu)
+            if users:
+                self.item(f"GPU {gpu.index}'s memory is in use by {users}", "note: ")
         self.notes()
         recommended = session.recommended_gpus()
         current = session.chosen_gpus()
@@ -611,6 +617,7 @@ class PlainWizard:
 
         self.header("build-run")
         session = self.session
+        self.start_download()  # in the background while the build runs: both are long waits
         while True:
             plan = self.plan
             build = plan.build
@@ -642,7 +649,9 @@ class PlainWizard:
                     ],
                     "build",
                 )
-            if answer in (BACK, "next"):
+            if answer == "next":
+                return self.download_phase()
+            if answer == BACK:
                 return answer
             try:
                 session.check_can_build()
@@ -701,7 +710,7 @@ class PlainWizard:
                     return BACK
                 continue
             if code == 0:
-                return "next"
+                return self.download_phase()
             what = "was cancelled" if code == 130 else "failed"
             answer = self.fail_or_ask(
                 ActionableError(
@@ -714,12 +723,80 @@ class PlainWizard:
             if answer == BACK:
                 return BACK
 
+    # --- step 4 too: the model's download ---
+
+    def start_download(self) -> None:
+        """Start downloading the plan's model (when it is not here yet), to run beside the
+        build; download_phase shows it and waits for it."""
+        from llama_wizard.models.download import format_bytes
+
+        job = self.session.start_download()
+        if job is not None and not job.done:
+            size = self.plan.model.file_bytes if self.plan.model is not None else 0
+            self.say(f"Downloading {job.target.spec} ({format_bytes(size)}) in the background.")
+
+    def download_phase(self) -> str:
+        """Wait for the model's download with a progress line every few seconds; Ctrl-C stops
+        it (the part is kept and resumes). "next" when the model is here (or when the person
+        goes on without it: llama.cpp's -hf then fetches it at launch), else BACK."""
+        import time
+
+        from llama_wizard.models.download import cache_dir, progress_line
+
+        session = self.session
+        while True:
+            job = session.start_download()
+            if job is None:
+                return "next"
+            if not job.done:
+                self.say(f"Downloading {job.target.spec} into {cache_dir()}; Ctrl-C stops it "
+                         "(it resumes next time).")  # fmt: skip
+            shown = 0.0
+            try:
+                while not job.wait(0.25):
+                    progress = job.progress
+                    if progress is not None and time.monotonic() - shown >= 2:
+                        shown = time.monotonic()
+                        self.say(progress_line(progress))
+            except KeyboardInterrupt:
+                session.stop_download()
+                job.wait(10)
+            if job.result is not None:
+                if job.progress is not None:
+                    self.say(progress_line(job.progress))
+                self.say(f"The model is here: {job.result.path}")
+                return "next"
+            error = job.error or ActionableError(
+                "The download was stopped.", "Start it again: it resumes."
+            )
+            self.problem(error)
+            if not self.prompter.interactive:
+                # --yes goes on: llama.cpp's -hf tries the download itself at launch.
+                self.say("Going on without it: llama.cpp downloads the model when it starts.")
+                return "next"
+            answer = self.ask(
+                "What now?",
+                [
+                    Option("Try the download again (it resumes)", "again"),
+                    Option("Go on without it (llama.cpp downloads it when it starts)", "next"),
+                    *LEAVE,
+                ],
+                "again",
+            )
+            if answer in ("next", BACK):
+                return answer
+
     # --- step 5: the launch ---
 
     def step_launch(self) -> str:
         self.header("launch")
         session = self.session
         choices = session.choices
+        devices = session.check_devices()  # llama.cpp's own list, before anything runs
+        if devices is not None:
+            for text in devices.lines():
+                self.say(text)
+        self.notes()
         default = "server" if choices.program == "llama-server" else "completion"
         if not self.prompter.interactive:
             default = "completion"
@@ -765,8 +842,10 @@ class PlainWizard:
         return self.session.launch_spec(program)
 
     def launch(self, program: str) -> int:
-        """Run the program, its output streamed, until it ends or Ctrl-C stops it. Returns its
-        exit status (0 when it was stopped on purpose)."""
+        """Run the program, its output streamed, until it ends or Ctrl-C stops it; once
+        llama-server is up, its answer to a first short request (tui/first_request.py). Returns
+        its exit status (0 when it was stopped on purpose)."""
+        from llama_wizard.tui.first_request import FirstRequest, FirstRequestError, ask_server
         from llama_wizard.tui.launch import LaunchedProcess
 
         session = self.session
@@ -793,6 +872,7 @@ class PlainWizard:
         else:
             self.say("Ctrl-C stops it.")
         stopped = up = False
+        asking: FirstRequest | None = None
         try:
             while not process.finished:
                 for _stream, line in process.lines(timeout=0.2):
@@ -800,6 +880,14 @@ class PlainWizard:
                 if program == "llama-server" and not up and process.listening_url:
                     up = True
                     self.say(f"llama-server is up: {session.server_url()} (Ctrl-C stops it)")
+                    asking = ask_server(spec, session.server_url(), session.machine.env)
+                answer = asking.poll() if asking is not None else None
+                if isinstance(answer, FirstRequestError):
+                    asking = None
+                    self.problem(answer)
+                elif answer is not None:
+                    asking = None
+                    self.say(answer.summary())
         except KeyboardInterrupt:
             stopped = True
             self.say(f"\nstopping {program}… (Ctrl-C again kills it)")
@@ -808,6 +896,8 @@ class PlainWizard:
             except KeyboardInterrupt:
                 process.stop(grace=0)
         finally:
+            if asking is not None:
+                asking.abandon()  # the server stopped before it answered
             process.stop()
             for _stream, line in process.lines(timeout=0):
                 self.say(line)
@@ -843,13 +933,56 @@ class PlainWizard:
             options = [Option("Finish", "finish")]
             if commands:
                 options.append(Option("Save these commands to a file", "save"))
+                options.append(Option("Keep the server running (a systemd service)", "service"))
             options += LEAVE
             answer = self.ask("Done. What now?", options, "finish")
             if answer == BACK:
                 return BACK
             if answer == "finish":
                 return "next"
+            if answer == "service":
+                self.keep_running()
+                continue
             self.save_commands()
+
+    def keep_running(self) -> None:
+        """The unit of tui/service.py: shown, then installed when agreed (the module's snippet
+        on NixOS; a simulated machine's is only shown)."""
+        from llama_wizard.tui import service
+
+        session = self.session
+        try:
+            if session.is_nixos():
+                snippet = session.nixos_service()
+                if snippet is None:
+                    self.item("this flake has no NixOS module (nixosModules.default)", "problem: ")
+                    return
+                self.say(snippet.text.rstrip("\n"))
+                self.say("This is NixOS: add the above to /etc/nixos/flake.nix, then run:")
+                for argv in service.nixos_apply_commands():
+                    self.say(f"  {shlex.join(argv)}")
+                return
+            unit = session.service_unit(check_built=False)
+            self.say(f"# {unit.location.path} ({unit.location.scope} unit)")
+            self.say(unit.text.rstrip("\n"))
+            for note in unit.notes:
+                self.item(note, "note: ")
+            for line in unit.shown_commands():
+                self.say(f"$ {line}")
+            if session.simulated:
+                self.say("(simulated machine: shown, not installed)")
+                return
+            if not self.prompter.confirm("Install and start it?", default=False):
+                self.say("Nothing installed.")
+                return
+            service.check_systemd()
+            session.service_unit(check_built=True)
+            state = service.install(unit, self.say)
+        except ActionableError as error:
+            self.item(error.message, "problem: ")
+            self.item(error.fix, "fix: ")
+            return
+        self.say(f"{state.summary()}: it stays up after you log out.")
 
     def save_commands(self) -> None:
         from llama_wizard.tui.commands import CommandsFileExists
