@@ -388,7 +388,7 @@ def _print_ranked(
         f"Fit: {BADGE_LEGEND}. {SPEED_LEGEND}"
         + (" (predicted for the simulated hardware)" if machine.simulated else "")
         + ". Order: all on the GPUs first, then the bigger model, the higher quant, the "
-        "faster (--sort speed|size|name; --json has the score). `llama-wizard fit MODEL` "
+        "faster (--sort speed|size|name; --json has the score). llama-wizard fit MODEL "
         "shows every quant of one.",
         style="dim",
     )
