@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llama_wizard.detect import host, kfd, mig
+from llama_wizard.detect import host, kfd
 from llama_wizard.detect.gfx import amd_device
 from llama_wizard.detect.model import Cpu, DetectionWarning, Gpu, Inventory
 from llama_wizard.detect.names import (
@@ -421,6 +421,8 @@ def merge(root: SystemRoot, results: list[SourceResult]) -> Inventory:
     mig_warnings: list[DetectionWarning] = []
     if isinstance(smi_data, dict) and smi_data.get("gpus"):
         _merge_nvidia(gpus, smi_data["gpus"])
+        from llama_wizard.detect import mig  # with nvidia's parser: only when nvidia-smi answered
+
         gpus, mig_warnings = mig.expand(gpus, smi_data)
         _attach_processes(gpus, smi_data.get("apps") or [], root)
     gpus.extend(host_data.get("gpus") or [])

@@ -14,7 +14,10 @@ come and go, and the RAM check covers them."""
 
 from __future__ import annotations
 
-from llama_wizard.detect.model import Gpu
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not at run time: the command-line parser imports MEMORY_CHOICES from here
+    from llama_wizard.detect.model import Gpu
 
 MEMORY_CHOICES = ("auto", "total", "free")
 BUSY_FLOOR = 2 << 30

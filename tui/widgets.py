@@ -6,7 +6,7 @@ Textual turns every colour into a grey, and a ticked box must still read as tick
 from __future__ import annotations
 
 from math import ceil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -21,7 +21,8 @@ from textual.widgets import OptionList, RadioButton, SelectionList
 from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets.selection_list import Selection
 
-from llama_wizard.models.estimate import Estimate
+if TYPE_CHECKING:  # the first screen imports this module: not the estimate (and numpy)
+    from llama_wizard.models.estimate import Estimate
 
 BAR_WIDTH = 24
 VERDICT_STYLES = {"fits": "bold green", "tight": "bold yellow", "no": "bold red"}

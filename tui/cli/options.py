@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from llama_wizard.detect.memory import MEMORY_CHOICES
 from llama_wizard.tui import validate
 from llama_wizard.tui.validate import argparse_type
 
@@ -77,6 +76,8 @@ def add_estimate_options(parser: argparse.ArgumentParser | argparse._ArgumentGro
 
 def add_memory_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--memory auto|total|free (detect/memory.py's rule)."""
+    from llama_wizard.detect.memory import MEMORY_CHOICES
+
     parser.add_argument(
         "--memory",
         choices=MEMORY_CHOICES,
