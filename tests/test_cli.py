@@ -236,3 +236,34 @@ def test_one_subcommand_parser_parses_as_the_whole_one() -> None:
         with_commands, only = parser_scope(argv)
         expected = build_parser().parse_args(argv)
         assert build_parser(with_commands, only).parse_args(argv) == expected, argv
+
+
+@pytest.mark.parametrize("command", [None, "plan", "run"])
+def test_every_choice_on_the_command_line_reaches_the_session(command: str | None) -> None:
+    """The wizard and the subcommands map their options to the session's Overrides in one
+    place: each option given is there (the wizard once dropped --mode on the way)."""
+    from dataclasses import fields
+
+    from llama_wizard.tui.cli import build_parser
+    from llama_wizard.tui.cli.options import overrides_from
+    from llama_wizard.tui.session import Overrides
+
+    argv = ["--flake", "path:/f", "--gpu", "1", "--model", "owner/repo", "--quant", "Q4_K_M",
+            "--ctx", "4096", "--mode", "cpu", "--memory", "free"]  # fmt: skip
+    if command != "run":
+        argv += ["-fa", "off", "-np", "2"]
+    if command is not None:
+        argv = [command, *argv, "--output", "vulkan", "--nix-without-build-users"]
+    args = build_parser().parse_args(argv)
+    overrides = overrides_from(args)
+    expected = {"flake": "path:/f", "gpus": [1], "model": "owner/repo", "quant": "Q4_K_M",
+                "ctx": 4096, "mode": "cpu", "memory": "free"}  # fmt: skip
+    if command != "run":
+        expected |= {"flash_attn": "off", "n_parallel": 2}
+    if command is not None:
+        expected |= {"output": "vulkan", "nix_without_build_users": True}
+    for name, value in expected.items():
+        assert getattr(overrides, name) == value, name
+    unset = {f.name for f in fields(Overrides)} - set(expected)
+    for name in unset:
+        assert getattr(overrides, name) == getattr(Overrides(), name), name

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_wizard.detect.errors import ActionableError
 from llama_wizard.tui.launch import build_environment, without_options
+from llama_wizard.tui.llamacpp_log import split_prefix
 
 if TYPE_CHECKING:
     from llama_wizard.models.choose import ModelChoice
@@ -223,9 +224,6 @@ class FitVerdict:
 
 # --- parsing what llama-fit-params prints ---------------------------------------------------
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# `0.00.006.541 I ` (timestamps and level, since mid 2025), an optional `[pid] ` of a supervisor.
-_PREFIX = re.compile(r"^(?:\[\d+\]\s*)?(?:\d+\.\d+\.\d+\.\d+\s+[A-Z]\s+)?")
 _ANSWER = re.compile(r"^\s*-c\s+(?P<ctx>\d+)\s+-ngl\s+(?P<ngl>-?\d+)(?P<rest>.*)$")
 _PROJECTED = re.compile(
     r"projected to use (?P<used>\d+) MiB of (?P<kind>device|host|system) memory vs\.? "
@@ -248,7 +246,8 @@ _UNSUPPORTED = ("not implemented", "did not provide", "is insufficient")
 
 
 def _clean(line: str) -> str:
-    return _PREFIX.sub("", _ANSI.sub("", line)).rstrip()
+    """The message of a llama.cpp log line: colours, `[pid]`, timestamp and level dropped."""
+    return split_prefix(line)[2].rstrip()
 
 
 def _answer_line(stdout: str) -> str | None:

@@ -242,8 +242,9 @@ def _machine(args: argparse.Namespace) -> Iterator[_Machine]:
     from llama_wizard.models.choose import LaunchSettings
     from llama_wizard.models.estimate import Device
     from llama_wizard.models.sizes import parse_size
+    from llama_wizard.tui.cli.options import overrides_from
     from llama_wizard.tui.machine import open_machine
-    from llama_wizard.tui.session import Overrides, WizardSession
+    from llama_wizard.tui.session import WizardSession
 
     ram = parse_size(args.ram) if args.ram else None
     simulate = getattr(args, "simulate", None)
@@ -263,15 +264,8 @@ def _machine(args: argparse.Namespace) -> Iterator[_Machine]:
         yield _Machine(devices=devices, host_memory=ram, simulated=simulate, settings=settings,
                        inventory=None, session=None)  # fmt: skip
         return
-    overrides = Overrides(
-        flake=args.flake,
-        output=args.output,
-        gpus=args.gpu,
-        flash_attn=args.flash_attn,
-        n_parallel=args.parallel,
-        mode=args.mode,
-        memory=args.memory,
-    )
+    # fit's MODEL, quant and context are its own question, not the session's choices.
+    overrides = overrides_from(args, model=None, quant=None, ctx=None)
     timeout = getattr(args, "timeout", None) or 10.0
     with open_machine(getattr(args, "root", None), simulate) as machine:
         session = WizardSession(machine, None, overrides, timeout=timeout)
@@ -495,8 +489,9 @@ def _fit_params(args: argparse.Namespace, inventory: Any) -> tuple[Any, dict[str
     from pathlib import Path
 
     from llama_wizard.detect.errors import ActionableError
+    from llama_wizard.tui.cli.options import overrides_from
     from llama_wizard.tui.machine import open_machine
-    from llama_wizard.tui.session import Overrides, WizardSession
+    from llama_wizard.tui.session import WizardSession
     from llama_wizard.tui.verify import (
         FIT_PARAMS,
         FitParamsMissing,
@@ -506,12 +501,7 @@ def _fit_params(args: argparse.Namespace, inventory: Any) -> tuple[Any, dict[str
     )
 
     with open_machine(getattr(args, "root", None), None) as machine:
-        overrides = Overrides(
-            flake=args.flake,
-            gpus=args.gpu,
-            flash_attn=args.flash_attn,
-            n_parallel=args.parallel,
-        )
+        overrides = overrides_from(args, model=None, quant=None, ctx=None)
         session = WizardSession(machine, None, overrides, timeout=getattr(args, "timeout", 10.0))
         plan = None
         planned = "there is no planned build"

@@ -7,13 +7,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llama_wizard.tui import validate
 from llama_wizard.tui.validate import argparse_type
 
 if TYPE_CHECKING:
-    from llama_wizard.tui.session import WizardSession
+    from llama_wizard.tui.session import Overrides, WizardSession
 
 
 # The command line's checks are the wizard's own (tui/validate.py): one rule per value, whether
@@ -120,26 +120,36 @@ def positive_int(text: str) -> int:
     return value
 
 
+def overrides_from(args: argparse.Namespace, **given: Any) -> Overrides:
+    """What a command line chose, for the session (tui.session.Overrides): one mapping from
+    options to choices for the wizard and every subcommand, so that an option added to a
+    parser reaches all of them. `given` replaces a field (fit's MODEL is its own)."""
+    from llama_wizard.tui.session import Overrides
+
+    fields: dict[str, Any] = {
+        "flake": getattr(args, "flake", None),
+        "output": getattr(args, "output", None),
+        "gpus": getattr(args, "gpu", None),
+        "model": getattr(args, "model", None),
+        "quant": getattr(args, "quant", None),
+        "ctx": getattr(args, "ctx", None),
+        "flash_attn": getattr(args, "flash_attn", None),
+        "n_parallel": getattr(args, "parallel", None),
+        "mode": getattr(args, "mode", None),
+        "memory": getattr(args, "memory", None),
+        "nix_without_build_users": bool(getattr(args, "nix_without_build_users", False)),
+    }
+    return Overrides(**{**fields, **given})
+
+
 @contextlib.contextmanager
 def command_session(args: argparse.Namespace) -> Iterator[WizardSession]:
     """The flow core for a subcommand: the machine it names, what the command line chose, and
     no saved choices (subcommands do what they are told, nothing remembered)."""
     from llama_wizard.tui.machine import open_machine
-    from llama_wizard.tui.session import Overrides, WizardSession
+    from llama_wizard.tui.session import WizardSession
 
-    overrides = Overrides(
-        flake=getattr(args, "flake", None),
-        output=getattr(args, "output", None),
-        gpus=getattr(args, "gpu", None),
-        model=getattr(args, "model", None),
-        quant=getattr(args, "quant", None),
-        ctx=getattr(args, "ctx", None),
-        flash_attn=getattr(args, "flash_attn", None),
-        n_parallel=getattr(args, "parallel", None),
-        mode=getattr(args, "mode", None),
-        memory=getattr(args, "memory", None),
-        nix_without_build_users=bool(getattr(args, "nix_without_build_users", False)),
-    )
+    overrides = overrides_from(args)
     with open_machine(args.root, args.simulate) as machine:
         yield WizardSession(machine, None, overrides, timeout=args.timeout)
 

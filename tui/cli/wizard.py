@@ -7,20 +7,9 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from llama_wizard.tui.cli.options import wants_plain
-    from llama_wizard.tui.session import Overrides
+    from llama_wizard.tui.cli.options import overrides_from, wants_plain
 
-    overrides = Overrides(
-        flake=args.flake,
-        gpus=args.gpu,
-        model=args.model,
-        quant=args.quant,
-        ctx=args.ctx,
-        flash_attn=args.flash_attn,
-        n_parallel=args.parallel,
-        mode=args.mode,
-        memory=args.memory,
-    )
+    overrides = overrides_from(args)
     if args.plain or args.yes or wants_plain():
         from llama_wizard.tui.plain import run_plain
 
