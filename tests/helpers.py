@@ -9,6 +9,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,21 @@ def walk_to_launch(terminal: Any) -> None:
     terminal.wait_for("Built.", timeout=300)
     terminal.keys("C-n")
     terminal.wait_for("ctrl+r runs it")
+
+
+def serve_on_a_free_port(terminal: Any) -> int:
+    """On the Launch step in a Terminal (the program's radio buttons hold the focus): choose
+    llama-server, type a free port into its field and wait for the command to show it."""
+    from tests.llamacpp import free_port
+
+    terminal.keys("Right")
+    terminal.keys("Enter")
+    terminal.wait_for("Listen on")
+    terminal.keys("Tab", "Tab")
+    time.sleep(0.5)  # the focus moves when the app has read the keys
+    terminal.keys("C-a", "C-k")
+    terminal.wait_for("⚠")  # no port
+    port = free_port()
+    terminal.keys(str(port))
+    terminal.wait_for(f"--port {port}")
+    return port

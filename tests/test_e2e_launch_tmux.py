@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import walk_to_launch, wizard_executable
+from tests.helpers import serve_on_a_free_port, walk_to_launch, wizard_executable
 from tests.llamacpp import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
     fixture_dense_gguf,
     fixture_llamacpp_bin,
@@ -49,16 +49,7 @@ def test_launch_step_shows_llama_cpp_s_speeds_and_the_server_dies_with_the_wizar
 
         # llama-server on a free port: the program's radio buttons (the step's focus starts
         # there), then the port field.
-        terminal.keys("Right")
-        terminal.keys("Enter")
-        terminal.wait_for("Listen on")
-        terminal.keys("Tab", "Tab")
-        time.sleep(0.5)  # the focus moves when the app has read the keys
-        terminal.keys("C-a", "C-k")
-        terminal.wait_for("⚠")  # no port
-        port = free_port()
-        terminal.keys(str(port))
-        terminal.wait_for(f"--port {port}")
+        port = serve_on_a_free_port(terminal)
         terminal.keys("C-r")
         screen = terminal.wait_for(f"llama-server is up: http://127.0.0.1:{port}/")
         wizard = terminal.program_pid()

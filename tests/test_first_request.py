@@ -43,7 +43,7 @@ from llama_wizard.tui.machine import Machine
 from llama_wizard.tui.plain.prompters import AutoPrompter
 from llama_wizard.tui.plain.wizard import PlainWizard
 from llama_wizard.tui.session import WizardSession
-from tests.helpers import serving, walk_to_launch, wizard_executable
+from tests.helpers import serve_on_a_free_port, serving, walk_to_launch, wizard_executable
 from tests.llamacpp import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
     fixture_dense_gguf,
     fixture_llamacpp_bin,
@@ -400,16 +400,7 @@ def test_the_first_answer_in_a_real_80x24_terminal(llamacpp_flake: str, dense_gg
     try:
         walk_to_launch(terminal)
         # llama-server (the program's radio buttons hold the focus), on a free port.
-        terminal.keys("Right")
-        terminal.keys("Enter")
-        terminal.wait_for("Listen on")
-        terminal.keys("Tab", "Tab")
-        time.sleep(0.5)  # the focus moves when the app has read the keys
-        terminal.keys("C-a", "C-k")
-        terminal.wait_for("⚠")  # no port
-        port = free_port()
-        terminal.keys(str(port))
-        terminal.wait_for(f"--port {port}")
+        port = serve_on_a_free_port(terminal)
         terminal.keys("C-r")
         screen = terminal.wait_for("First answer: ", timeout=120)
         assert f"llama-server is up: http://127.0.0.1:{port}/" in screen, screen

@@ -449,6 +449,12 @@ class ExitReport:
     def to_json(self) -> dict[str, Any]:
         return {"signal": self.signal, "message": self.message, "fix": self.fix}
 
+    def text_lines(self) -> list[str]:
+        """The message and the last lines of the log, as the text faces print them (the fix
+        is each face's to show)."""
+        tail = ["The last lines of its log:", *(f"  {line}" for line in self.last_lines)]
+        return [self.message, *(tail if self.last_lines else [])]
+
 
 def _signal_name(number: int) -> str:
     try:

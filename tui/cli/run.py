@@ -243,11 +243,8 @@ def run_spec(
         if summary:
             output.note(summary)
         if report.status != 0 or process.stopped_on_purpose:
-            output.note(report.message)
-            if report.last_lines:
-                output.note("The last lines of its log:")
-                for line in report.last_lines:
-                    output.note(f"  {line}")
+            for line in report.text_lines():
+                output.note(line)
             if report.fix:
                 output.note(report.fix)
         return report.status

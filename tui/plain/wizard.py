@@ -907,11 +907,8 @@ class PlainWizard:
         for note in session.record_timing(process.timing_now(), program):
             self.say(f"note: {note}")
         report = process.exit_report()
-        self.say(report.message)
-        if report.last_lines:
-            self.say("The last lines of its log:")
-            for line in report.last_lines:
-                self.say(f"  {line}")
+        for line in report.text_lines():
+            self.say(line)
         if report.fix:
             self.item(report.fix, "fix: ")
         self.last_exit = report
