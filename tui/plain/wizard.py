@@ -1031,7 +1031,10 @@ def run_plain(
             return wizard.run()
         except Quit as quit_:
             if quit_.message:
-                print(quit_.message, file=sys.stderr)
+                from llama_wizard.tui.format import plain_text
+
+                # On a line of its own: a prompt may have been left waiting for an answer.
+                print("\n" + plain_text(quit_.message), file=sys.stderr)
             elif wizard.unsaved:
                 wizard.say("Quit. Your choices could not be saved (see the note above).")
             else:
