@@ -310,6 +310,7 @@ class SignalGuard:
         self.hint = hint  # () -> lines to print at the shell
         self.signum: int | None = None
         self.done = threading.Event()
+        self.ending = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.previous: dict[int, Any] = {}
         self.tty_attrs: list[Any] | None = None
@@ -353,24 +354,36 @@ class SignalGuard:
             self.last_resort(signum)
 
     def last_resort(self, signum: int) -> None:
-        """The app did not end by itself: restore the terminal by hand and end the process."""
-        if self.done.is_set():
-            return
-        launched = self.app.launched
-        if launched is not None:
+        """The app did not end by itself: restore the terminal by hand and end the process.
+        Holds the lock to the end (os._exit), so the main thread, once the app has ended,
+        either stands the watchdog down first or waits here while the hint is printed; never
+        both half-way (the process used to end between the app's exit and its hint)."""
+        with self.ending:
+            if self.done.is_set():
+                return
+            launched = self.app.launched
+            if launched is not None:
+                with contextlib.suppress(Exception):
+                    launched.stop(grace=1.0)
+            restore_terminal(self.tty_attrs)
             with contextlib.suppress(Exception):
-                launched.stop(grace=1.0)
-        restore_terminal(self.tty_attrs)
-        with contextlib.suppress(Exception):
-            lines = self.hint() if self.hint is not None else []
-            if lines:
-                os.write(sys.stderr.fileno(), ("\n".join(lines) + "\n").encode())
-        os._exit(128 + signum)
+                lines = self.hint() if self.hint is not None else []
+                if lines:
+                    # Not sys.stderr: while the app runs, Textual has replaced it with a
+                    # capture that has no file descriptor.
+                    os.write(original_stderr_fd(), ("\n".join(lines) + "\n").encode())
+            os._exit(128 + signum)
+
+    def stand_down(self) -> None:
+        """The app has ended: the watchdog (and a second signal's last resort) stands down.
+        The signal handlers stay until finished(), so a signal while the hint is printed
+        does not kill the process half-way."""
+        with self.ending:
+            self.done.set()
 
     def finished(self) -> None:
-        """The app has ended: the watchdog stands down, and the signals go back to what they
-        were (the loop may outlive the app)."""
-        self.done.set()
+        """The signals go back to what they were (the loop may outlive the app)."""
+        self.stand_down()
         loop = self.loop
         for signum, previous in self.previous.items():
             if loop is not None and not loop.is_closed():
@@ -378,6 +391,14 @@ class SignalGuard:
                     loop.remove_signal_handler(signum)
             with contextlib.suppress(Exception):
                 signal.signal(signum, previous)
+
+
+def original_stderr_fd() -> int:
+    """The process's own standard error, whatever sys.stderr is now."""
+    try:
+        return sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+    except (OSError, ValueError):
+        return 2
 
 
 def restore_terminal(tty_attrs: list[Any] | None = None, fd: int | None = None) -> None:
@@ -478,10 +499,11 @@ def run_wizard(
         guard.install()
         try:
             code = app.run()
+            guard.stand_down()
+            with contextlib.suppress(Exception):  # a hint must never turn an exit into a crash
+                _print_at_shell(going_on(app, root))
         finally:
             guard.finished()
-        with contextlib.suppress(Exception):  # a hint must never turn an exit into a crash
-            _print_at_shell(going_on(app, root))
     if app.exit_signal is not None:
         return 128 + app.exit_signal
     if app.return_code:
