@@ -88,8 +88,11 @@ def read_memory(root: SystemRoot) -> tuple[int, int]:
         available = values.get("MemAvailable", 0)
         if total and 0 < available <= total:
             return total, available
-        import psutil
-
+        try:
+            import psutil
+        except ImportError:  # the probe on a server without it (detect/probe.py)
+            estimate = sum(values.get(k, 0) for k in ("MemFree", "Buffers", "Cached"))
+            return total, min(estimate, total)
         memory = psutil.virtual_memory()
         return int(memory.total), int(memory.available)
     return total, values.get("MemAvailable", values.get("MemFree", 0))
@@ -104,8 +107,10 @@ def _logical_cpus() -> int | None:
     try:
         count = os.sysconf("SC_NPROCESSORS_ONLN")
     except (ValueError, OSError):
-        import psutil
-
+        try:
+            import psutil
+        except ImportError:  # the probe on a server without it (detect/probe.py)
+            return os.cpu_count()
         return psutil.cpu_count(logical=True)
     return count if count >= 1 else None
 
@@ -128,8 +133,10 @@ def _physical_cores() -> int | None:
                 continue
         if siblings:
             return len(siblings)
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # the probe without psutil: the caller keeps /proc/cpuinfo's count
+        return None
     return psutil.cpu_count(logical=False)
 
 

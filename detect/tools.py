@@ -86,9 +86,19 @@ def run_tool(
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """A tool that overran is killed at once, its group and helpers with it: a wedged GPU does
     not answer politely, so there is nothing to wait for."""
-    from llama_wizard.detect.process import stop_process_tree
+    try:
+        from llama_wizard.detect.process import stop_process_tree
+    except ImportError:  # psutil missing: the probe sent over SSH (tui/cluster/probe_bundle.py)
+        import contextlib
+        import signal
+        import subprocess
 
-    stop_process_tree(process, signals=(), group=True, reap_timeout=1.0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)
+    else:
+        stop_process_tree(process, signals=(), group=True, reap_timeout=1.0)
     # The pipes may be held open by grandchildren that escaped the group; don't wait on them.
     for stream in (process.stdout, process.stderr):
         if stream is not None:

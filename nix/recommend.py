@@ -6,6 +6,7 @@ Rules from shared/reference/flake.md and gpu-detection.md §4-§11 (sources in n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class BuildChoice:
     costs: list[str] = field(default_factory=list)
     warnings: list[PlanWarning] = field(default_factory=list)
     recommended_output: str | None = None
+    # llama.cpp's RPC backend built in (`.override { useRpc = true; }`): rpc-server on a
+    # cluster's workers, `--rpc` on its head (`llama-wizard cluster`).
+    use_rpc: bool = False
 
     @property
     def recommended(self) -> str:
@@ -76,9 +80,10 @@ class BuildChoice:
     def build_label(self) -> str:
         """What a person calls this build: the output, or `rocm-gfxA-gfxB` for `rocm` restricted
         to those targets (two such builds are different results of the same output)."""
+        label = self.output
         if self.rocm_targets is not None:
-            return "rocm-" + "-".join(self.rocm_targets)
-        return self.output
+            label = "rocm-" + "-".join(self.rocm_targets)
+        return f"{label}-rpc" if self.use_rpc else label
 
 
 def nix_system(inventory: Inventory) -> str:
@@ -226,11 +231,17 @@ def _with_argv(
     """choice with its build name, result link and `nix build` command line."""
     build_name = f"{choice.build_label}-{flake.key}"
     out_link = str(state_dir / "builds" / f"result-{build_name}")
+    overrides = []
     if choice.rocm_targets is not None:
-        targets = ";".join(choice.rocm_targets)
+        overrides.append(f"rocmGpuTargets = {nix_string(';'.join(choice.rocm_targets))};")
+    if choice.use_rpc:
+        overrides.append("useRpc = true;")
+    if overrides:
+        # The package's own options (.devops/nix/package.nix), through getFlake: --impure.
+        package = "rocm" if choice.rocm_targets is not None else choice.output
         expression = (
-            f"(builtins.getFlake {nix_string(flake.ref)}).packages.{choice.system}.rocm"
-            f".override {{ rocmGpuTargets = {nix_string(targets)}; }}"
+            f"(builtins.getFlake {nix_string(flake.ref)}).packages.{choice.system}"
+            f".{nix_attribute(package)}.override {{ {' '.join(overrides)} }}"
         )
         args = ["build", "--impure", "--expr", expression, "--out-link", out_link]
     else:
@@ -249,6 +260,28 @@ def _with_argv(
         build_argv=nix_env.nix_argv(*args) if nix_env else ["nix", *args],
         reasons=reasons,
     )
+
+
+def nix_attribute(name: str) -> str:
+    """An attribute name as a Nix expression writes it (quoted unless a plain identifier)."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_'-]*", name):
+        return name
+    return nix_string(name)
+
+
+def with_rpc(
+    choice: BuildChoice, flake: FlakeOutputs, nix_env: NixEnvironment | None, state_dir: Path
+) -> BuildChoice:
+    """The same build with llama.cpp's RPC backend in it: its own result link and build name
+    (`rocm-gfx906-rpc`), built with `.override { useRpc = true; }`."""
+    if choice.use_rpc:
+        return choice
+    reasons = [
+        *choice.reasons,
+        "Built with llama.cpp's RPC backend (useRpc = true): rpc-server on the workers, "
+        "`--rpc` on the head.",
+    ]
+    return _with_argv(replace(choice, use_rpc=True, reasons=reasons), flake, nix_env, state_dir)
 
 
 def _driver_path_warning(backend: str, nix_env: NixEnvironment | None) -> PlanWarning | None:

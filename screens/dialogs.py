@@ -18,6 +18,7 @@ HELP = """\
 | `q` / `ctrl+q` | quit (`ctrl+q` in a text field); asks while a build or a run goes on |
 | `ctrl+p` | command palette (jump to a step, reset saved choices) |
 | `c` | cancel a running build (asks first) |
+| `a` | Hardware step: add servers (one model across several) |
 | `s` | Model step: sort the list (score, speed, size, name) |
 | `k` | Done step: keep the server running (a systemd service) |
 

@@ -54,7 +54,10 @@ class Detected(Message):
 
 class HardwareScreen(WizardStep):
     STEP = "hardware"
-    BINDINGS = [Binding("r", "redetect", "Detect again")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("r", "redetect", "Detect again"),
+        Binding("a", "add_servers", "Add servers"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +87,12 @@ class HardwareScreen(WizardStep):
         self.detecting = True
         self.query_one("#status", Static).update("Detecting GPUs…")
         self.run_detection()
+
+    def action_add_servers(self) -> None:
+        # One model across this machine and others (llama.cpp RPC): a screen over this step.
+        from llama_wizard.screens.cluster import ClusterScreen
+
+        self.app.push_screen(ClusterScreen())
 
     @work(thread=True, exclusive=True, group="detect")
     def run_detection(self) -> None:

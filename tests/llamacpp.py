@@ -37,7 +37,8 @@ from tests.gguf_factory import DENSE_SMALL, GPT_OSS_SMALL, MOE_SMALL, write_gguf
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "llamacpp"
 FLAKE_DIR = Path(__file__).resolve().parent / "fixtures" / "flakes" / "llamacpp"
-TOOLS = ("llama-completion", "llama-server", "llama-cli", "llama-bench", "llama-fit-params")
+TOOLS = ("llama-completion", "llama-server", "llama-cli", "llama-bench", "llama-fit-params",
+         "ggml-rpc-server")  # fmt: skip
 BUILD_TIMEOUT = 3 * 3600
 
 # The cache location as the caller had it: tests/conftest.py points XDG_CACHE_HOME at a fresh
@@ -87,6 +88,15 @@ def build_llamacpp() -> Path:
 def fixture_llamacpp_bin() -> Path:
     """The directory of the real llama.cpp CPU tools (scripts/llamacpp, cached)."""
     return build_llamacpp()
+
+
+@pytest.fixture(scope="session", name="rpc_server_bin")
+def fixture_rpc_server_bin(llamacpp_bin: Path) -> Path:
+    """The RPC backend's worker program (ggml-rpc-server) of the real llama.cpp CPU build."""
+    path = llamacpp_bin / "ggml-rpc-server"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: scripts/llamacpp builds it (GGML_RPC=ON); run it again")
+    return path
 
 
 def make_flake(destination: Path, bin_dir: Path) -> str:

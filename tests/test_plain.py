@@ -53,7 +53,7 @@ def test_plain_mode_in_a_dumb_terminal_through_to_the_launch(terminal, flake, tm
     screen = terminal("--plain", "--simulate", "2x-mi50", "--flake", flake)
     screen.expect(r"Step 1/6: Hardware ==\s+\[SIMULATED: 2x-mi50\]")
     screen.expect(r"1\) Use GPUs 0, 1 \(recommended\)")
-    screen.expect(r"Choose 1-3 \[1\]: ")
+    screen.expect(r"Choose 1-4 \[1\]: ")
     screen.send("\n")
     screen.expect(r"Step 2/6: Build")
     screen.expect(r"1\) Build rocm-gfx906 \(recommended\)")
@@ -251,7 +251,7 @@ def test_end_of_input_and_ctrl_c(terminal, flake, tmp_path) -> None:
     assert ended.returncode == 1
     assert "No more input on stdin" in ended.stderr and "--yes" in ended.stderr
     screen = terminal("--plain", "--simulate", "2x-mi50", "--flake", flake)
-    screen.expect(r"Choose 1-3 \[1\]: ")
+    screen.expect(r"Choose 1-4 \[1\]: ")
     for _attempt in range(5):
         # Ctrl-C on the terminal. Sent the instant the prompt shows, it can land between
         # input() writing its prompt and reading (CPython only sees it at the next read's

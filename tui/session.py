@@ -432,6 +432,73 @@ class WizardSession:
             self.plan = None
         self.choices.gpus = new
 
+    # --- step 1 too: other servers (llama-wizard cluster) -----------------------------------
+
+    def cluster_hosts(self, text: str) -> list[str]:
+        """The hosts a person typed (`gpu2 user@gpu3`), this machine first: it is the head.
+        Raises HostError (or InvalidValue for unbalanced quotes) saying what to type."""
+        import shlex
+
+        from llama_wizard.tui.cluster.hosts import parse_hosts
+
+        try:
+            words = shlex.split(text)
+        except ValueError as error:
+            raise validate.InvalidValue(
+                f"The hosts could not be read: {error}.",
+                "Type SSH destinations separated by spaces, e.g. gpu2 user@gpu3.",
+            ) from None
+        hosts = ["local", *[w for w in words if w != "local"]]
+        parse_hosts(hosts)
+        if len(hosts) < 2:
+            raise validate.InvalidValue(
+                "No other server was named.",
+                "Type at least one: an SSH destination (user@gpu2), an alias from "
+                "~/.ssh/config, or sim:PROFILE to try a plan with a bundled profile.",
+            )
+        return hosts
+
+    def cluster_request(self, hosts: list[str]) -> Any:
+        """The cluster plan's request for these hosts with this session's flake, model, quant,
+        context and launch settings; `local` is the machine the session looks at."""
+        from llama_wizard.tui.cluster.hosts import parse_hosts
+        from llama_wizard.tui.cluster.plan import ClusterRequest
+
+        choices = self.choices
+        root = str(self.machine.root.root)
+        return ClusterRequest(
+            hosts=parse_hosts(hosts),
+            flake=choices.flake,
+            model=choices.model,
+            quant=choices.quant,
+            ctx=choices.ctx,
+            timeout=min(self.timeout * 2, 30.0),
+            root=None if self.simulated or root == "/" else root,
+            simulate=self.simulated,
+        )
+
+    def plan_cluster(self, hosts: list[str]) -> Any:
+        """The cluster plan (slow: detection over SSH and a link measure; run it in a worker)."""
+        from llama_wizard.tui.cluster.plan import make_cluster_plan
+
+        return make_cluster_plan(self.cluster_request(hosts))
+
+    def cluster_command(self, action: str, hosts: list[str]) -> list[str]:
+        """`llama-wizard cluster ACTION HOSTS...` with this session's choices, to run or copy."""
+        argv = ["llama-wizard", "cluster", action, *hosts]
+        choices = self.choices
+        for option, value in (
+            ("--flake", choices.flake),
+            ("--model", choices.model),
+            ("--quant", choices.quant),
+            ("--ctx", choices.ctx),
+        ):
+            if value:
+                argv += [option, str(value)]
+        if self.simulated:
+            argv += ["--simulate", self.simulated]
+        return argv
+
     # --- step 2: the build ---------------------------------------------------------------------
 
     def set_flake(self, ref: str | None) -> None:

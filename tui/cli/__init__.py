@@ -26,7 +26,7 @@ from llama_wizard.tui.cli.options import (
 
 EXIT_USAGE = 2
 # Each names a module of this package with `add_parser(subparsers)` and `run(args) -> int`.
-COMMANDS = ("detect", "plan", "build", "run", "fit", "bench", "service", "pull")
+COMMANDS = ("detect", "plan", "build", "run", "fit", "bench", "service", "pull", "cluster")
 # Top-level options that take a value: the word after one is that value, never a command.
 _VALUE_OPTIONS = (
     "--root",
@@ -56,6 +56,8 @@ def build_parser(with_commands: bool = True, only: str | None = None) -> argpars
             "Nix flake build, a model and quant that fit, build it and launch it. "
             "Without a command, starts the full-screen wizard."
         ),
+        epilog="Environment: LLAMA_WIZARD_SIMULATE=PROFILE is the default of --simulate (how "
+        "`cluster` simulates a server over SSH); LLAMA_WIZARD_ROOT the default of --root.",
     )
     parser.add_argument("--version", action="version", version=f"llama-wizard {__version__}")
     add_machine_options(parser, top_level=True)
@@ -139,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with_commands, only = parser_scope(arguments)
     parser = build_parser(with_commands=with_commands, only=only)
     args = parser.parse_args(arguments)
+    if args.simulate is None and args.root is None:
+        # How a server is simulated on the far side of SSH (sshd's AcceptEnv), where no option
+        # can be added to the command line that runs there. An explicit --root wins.
+        args.simulate = os.environ.get("LLAMA_WIZARD_SIMULATE") or None
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
     from llama_wizard.detect.errors import ProfileError

@@ -204,10 +204,15 @@ class PlainWizard:
             options = [Option(f"Use {_gpu_words(current)}{note}", "use")]
             if inventory.gpus:
                 options.append(Option("Choose other GPUs", "choose"))
+            # An entry, not a question of its own: the answers a script pipes in stay the same.
+            options.append(Option("Add other servers (one model across them)", "cluster"))
             options.append(Option("Quit", QUIT))
             answer = self.ask("Which GPUs should llama.cpp use?", options, "use")
             if answer == "use":
                 break
+            if answer == "cluster":
+                self.ask_cluster()
+                continue
             choices = [
                 Option(
                     f"GPU {g.index}: {g.name} ({gpu_architecture(g)}, {gpu_memory(g)})"
@@ -222,6 +227,41 @@ class PlainWizard:
         session.choose_gpus(current)
         self.save()
         return "next"
+
+    def ask_cluster(self) -> None:
+        """One question: other servers to run one model across (llama.cpp RPC). The plan and
+        the `cluster up` command are shown; the GPU menu is asked again, and the flow goes on
+        for this machine alone (the cluster is started with that command)."""
+        from llama_wizard.tui.cluster.text import plan_lines
+
+        def check(answer: str) -> str | None:
+            if not answer.strip():
+                return None
+            try:
+                self.session.cluster_hosts(answer)
+            except ActionableError as error:
+                return f"{error.message} {error.fix}"
+            return None
+
+        answer = self.prompter.text(
+            "Add other servers to run one model across them? (hosts, or Enter for none)",
+            validate=check,
+        )
+        if not answer.strip():
+            return
+        hosts = self.session.cluster_hosts(answer)
+        self.say(f"Detecting {len(hosts)} hosts…")
+        try:
+            plan = self.session.plan_cluster(hosts)
+        except ActionableError as error:
+            self.problem(error)
+            return
+        for line in plan_lines(plan):
+            self.say(line)
+        self.say()
+        self.say("To start the cluster (here or later):")
+        self.say("  " + shlex.join(self.session.cluster_command("up", hosts)))
+        self.say("Then choose this machine's GPUs to go on with it alone.")
 
     # --- step 2: the build ---
 
