@@ -154,7 +154,7 @@ class Terminal:
     # -- for the signal tests: the program's pid, and the modes it left the terminal in --------
 
     MODES = ("alternate_on", "cursor_flag", "mouse_any_flag", "mouse_standard_flag",
-             "mouse_button_flag", "mouse_all_flag", "mouse_sgr_flag")  # fmt: skip
+             "mouse_button_flag", "mouse_all_flag", "mouse_sgr_flag", "wrap_flag")  # fmt: skip
 
     def display(self, format_: str) -> str:
         """A tmux format (`man tmux`, FORMATS) evaluated for the pane."""
@@ -168,7 +168,8 @@ class Terminal:
         return int(self.display("#{pane_pid}"))
 
     def modes(self) -> dict[str, bool]:
-        """Whether the pane is in the alternate screen, shows its cursor, reports the mouse."""
+        """Whether the pane is in the alternate screen, shows its cursor, reports the mouse,
+        wraps long lines."""
         values = self.display(" ".join(f"#{{{name}}}" for name in self.MODES)).split()
         return {name: value == "1" for name, value in zip(self.MODES, values, strict=True)}
 

@@ -41,6 +41,9 @@ RESTORED = {
     "mouse_button_flag": False,
     "mouse_all_flag": False,
     "mouse_sgr_flag": False,
+    # Textual turns line wrapping off while it runs: a shell left so would cut every long line
+    # at the last column (the hint's command was, when the app did not end by itself).
+    "wrap_flag": True,
 }
 
 
@@ -106,7 +109,9 @@ def test_a_signal_during_a_build_restores_the_terminal_and_says_how_to_follow_it
         others = [p.pid for p in psutil.Process(wizard).children(recursive=True)
                   if p.pid != supervisor and supervisor not in
                   [a.pid for a in p.parents()]]  # fmt: skip
-        for _ in range(times):
+        for number in range(times):
+            if number:
+                time.sleep(0.05)  # delivered apart, not merged into one pending signal
             os.kill(wizard, signum)
         if not signum:
             # On the way: a smaller window, and the log still follows the build.
@@ -221,3 +226,45 @@ def test_restoring_by_hand_switches_every_mode_off() -> None:
     for mode in ("?1049l", "?25h", "?1000l", "?1002l", "?1003l", "?1006l", "?1015l", "?2004l"):
         assert f"\x1b[{mode}" in written, mode
     assert written.index("?1049l") < written.index("?25h")  # the cursor on the normal screen
+
+
+STOPPED_BY_HAND = """
+import os, sys
+from textual.app import App
+from textual.widgets import Static
+from llama_wizard.tui.app import restore_terminal
+
+
+class Stuck(App):
+    def compose(self):
+        yield Static("running")
+
+    def on_mount(self):
+        self.set_timer(0.5, self.give_up)
+
+    def give_up(self):
+        # What the last resort does when the app does not end by itself: the terminal is
+        # restored by hand over whatever Textual's driver switched on, and the process ends.
+        restore_terminal()
+        os.write(2, ("x" * 100 + "|end\\n").encode())
+        os._exit(143)
+
+
+Stuck().run()
+"""
+
+
+def test_the_restore_by_hand_undoes_everything_textual_switched_on(tmp_path: Path) -> None:
+    """The last resort's sequences against the real ones of Textual's driver (in tmux): normal
+    screen, cursor, no mouse reporting, and line wrapping back on (a 100-column line wraps
+    instead of being cut at the last column)."""
+    import sys
+
+    terminal = Terminal([sys.executable, "-c", STOPPED_BY_HAND], dict(os.environ),
+                        size=(80, 24), keep_status=True)  # fmt: skip
+    try:
+        assert terminal.exit_status(timeout=30) == 143, terminal.screen()
+        assert terminal.modes() == RESTORED
+        assert "x" * 100 + "|end" in terminal.joined_screen(), terminal.screen()
+    finally:
+        terminal.close()

@@ -279,12 +279,14 @@ class WizardApp(App[int]):
 
 
 # Everything a full-screen program may have switched on, switched off: the kitty keyboard
-# protocol, mouse reporting (every mode Textual uses), bracketed paste, focus events, then the
-# normal screen and a visible cursor. Only written when the app could not end by itself.
+# protocol, mouse reporting (every mode Textual uses), bracketed paste, focus events, in-band
+# resize reports; then line wrapping back on (Textual's driver turns it off), the normal
+# screen and a visible cursor. Only written when the app could not end by itself.
 RESTORE_TERMINAL = (
     "\x1b[<u"
     "\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l"
-    "\x1b[?2004l\x1b[?1004l"
+    "\x1b[?2004l\x1b[?1004l\x1b[?2048l"
+    "\x1b[?7h"
     "\x1b[?1049l\x1b[?25h"
 )
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
