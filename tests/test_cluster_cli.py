@@ -80,6 +80,11 @@ def test_up_builds_starts_serves_and_down_leaves_nothing(
         assert f"The cluster is up: http://127.0.0.1:{port}" in err
         # Each host built its own RPC output, with its progress named by host.
         assert "[local] " in err and "[gpu-a] " in err
+        # The far sides simulate two MI50s each, but llama.cpp there (the CPU build) sees no
+        # GPU: its rpc-server would serve the CPU instead, and `up` says so for each.
+        for host in ("gpu-a", "gpu-b"):
+            assert f"[{host}] warning: llama.cpp's ROCm build sees no GPU" in err, err
+        assert "[local] warning" not in err
         code, out, err = cluster(ssh_rig, "status", "--json")
         assert code == 0, err
         status = json.loads(out)
@@ -107,6 +112,7 @@ def test_up_builds_starts_serves_and_down_leaves_nothing(
         # The text status names each host.
         code, out, _ = cluster(ssh_rig, "status")
         assert code == 0 and "Cluster UP" in out and "gpu-b (worker)" in out
+        assert "! gpu-a: llama.cpp's ROCm build sees no GPU" in out
     finally:
         code, out, err = cluster(ssh_rig, "down")
     assert code == 0, err

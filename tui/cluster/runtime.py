@@ -98,6 +98,8 @@ class ClusterState:
     url: str | None = None
     started: str = ""
     status: str = "starting"  # "starting" while `up` runs, then "up"
+    # What `up` found wrong but started anyway (a worker whose llama.cpp sees no GPU).
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +111,7 @@ class ClusterState:
             url=data.get("url"),
             started=data.get("started", ""),
             status=data.get("status", "up"),
+            warnings=list(data.get("warnings", [])),
         )
 
 
@@ -170,6 +173,10 @@ def cluster_up(
     worker_argvs = {w.name: _worker_argv(w, results.get(w.name), ssh) for w in plan.workers}
     head_argv, head_env = _head_command(plan, results.get(head.name))
     state = ClusterState(url=_head_url(plan), started=_now())
+    for host in [*plan.workers, head]:
+        for warning in device_warnings(host, results.get(host.name), ssh):
+            on_event(host.name, f"warning: {warning}")
+            state.warnings.append(f"{host.name}: {warning}")
     save_state(state)
     try:
         for worker in plan.workers:
@@ -392,6 +399,44 @@ def _start_remote(
                          key, argv, lines[1], host.endpoint)  # fmt: skip
 
 
+def device_warnings(host: HostPlan, result: HostBuild | None, ssh: SshOptions) -> list[str]:
+    """What llama.cpp on that host sees, against the GPUs the plan counts there: its built
+    llama-server's `--list-devices` with the host's environment (tui/devices.py's reading).
+    An rpc-server that finds no GPU serves its CPU instead, without a word: the layers the plan
+    puts on that host's GPUs would run at CPU speed. Empty when all is as planned, or when
+    the build cannot be asked (then starting says why)."""
+    from llama_wizard.tui.devices import evaluate
+
+    if host.build is None or host.inventory is None:
+        return []
+    base = result.store_path if result is not None and result.store_path else host.out_link
+    if not base:
+        return []
+    argv = [f"{base}/bin/llama-server", "--list-devices"]
+    words = ["env", *[w for name in host.unset_env for w in ("-u", name)]]
+    words += [f"{k}={v}" for k, v in host.env.items()]
+    try:
+        if host.spec.kind == "ssh":
+            from llama_wizard.tui.cluster.ssh import run_remote
+
+            assert host.spec.destination is not None
+            answer = run_remote(host.spec.destination, [*words, *argv], ssh,
+                                timeout=REMOTE_TIMEOUT)  # fmt: skip
+            text = answer.text + "\n" + answer.error_text
+        else:
+            from llama_wizard.detect.process import run_bounded
+
+            environment = build_environment(os.environ, host.env, host.unset_env)
+            out, err, _status = run_bounded(argv, environment, REMOTE_TIMEOUT)
+            text = out + "\n" + err
+    except (ActionableError, OSError, subprocess.TimeoutExpired):
+        return []
+    from llama_wizard.tui.plan import Plan, assumed_outputs
+
+    as_one_box = Plan(host.inventory, host.build, None, assumed_outputs("", host.build.system))
+    return [f"{p.message} Fix: {p.fix}" for p in evaluate(as_one_box, text, argv).problems]
+
+
 def _wait_worker(worker: HostPlan, record: ProcessRecord, ssh: SshOptions, timeout: float) -> None:
     assert worker.address is not None and worker.port is not None
     deadline = time.monotonic() + timeout
@@ -589,6 +634,7 @@ class ClusterStatus:
     health: int | None = None  # the head's /health status (None: no answer)
     hosts: list[HostStatus] = field(default_factory=list)
     note: str | None = None
+    warnings: list[str] = field(default_factory=list)  # what `up` found (ClusterState)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -599,6 +645,7 @@ class ClusterStatus:
             "health": self.health,
             "hosts": [h.to_json() for h in self.hosts],
             "note": self.note,
+            "warnings": self.warnings,
         }
 
 
@@ -640,7 +687,8 @@ def cluster_status(ssh: SshOptions) -> ClusterStatus:
             parts.append(f"the head's /health answers {health}")
         parts.append("`llama-wizard cluster down` stops what is left, then `cluster up`")
         note = "; ".join(parts) + "."
-    return ClusterStatus(up, str(state_path()), state.started, state.url, health, hosts, note)
+    return ClusterStatus(up, str(state_path()), state.started, state.url, health, hosts, note,
+                         list(state.warnings))  # fmt: skip
 
 
 # --- stopping ----------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ def status_lines(status: ClusterStatus) -> list[str]:
         if not (host.alive and (host.accepting is not False)):
             lines += [f"    {line}" for line in host.log_tail]
             lines.append(f"    log: {host.log}")
+    lines += [plain_text(f"! {warning}") for warning in status.warnings]
     if status.note:
         lines.append(plain_text(status.note))
     return lines
