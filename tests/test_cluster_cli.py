@@ -122,3 +122,22 @@ def test_up_builds_starts_serves_and_down_leaves_nothing(
     assert code == 0 and "No cluster is up" in out
     code, out, _ = cluster(ssh_rig, "status")
     assert code == 1 and "No cluster is up" in out
+
+
+def test_build_builds_each_host_and_says_where(
+    tmp_path: Path, ssh_rig: SshRig, llamacpp_bin: Path, dense_gguf: Path
+) -> None:
+    flake = fresh_flake(make_flake(tmp_path / "flake", llamacpp_bin))
+    code, out, err = cluster(
+        ssh_rig, "build", "local", "gpu-b", "--flake", flake, "--model", str(dense_gguf),
+        "--no-measure", "--json", timeout=600,
+    )  # fmt: skip
+    assert code == 0, err
+    local, remote = json.loads(out)["builds"]
+    assert local["host"] == "local" and remote["host"] == "gpu-b"
+    for build in (local, remote):
+        assert build["ok"] and build["store_path"].startswith("/nix/store/")
+        assert build["store_path"].endswith("-rpc-0c1e570")
+    # The worker's program is in its build; the head needs none.
+    assert remote["rpc_program"] == f"{remote['store_path']}/bin/ggml-rpc-server"
+    assert "gpu-b: built /nix/store/" in err and "[gpu-b] " in err
