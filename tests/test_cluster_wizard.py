@@ -45,6 +45,15 @@ async def type_hosts(pilot, text: str) -> None:
     await pilot.press("enter")
 
 
+async def open_cluster_screen(pilot, app) -> ClusterScreen:
+    """`a` on the Hardware step: the Add servers screen."""
+    await pilot.press("a")
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, ClusterScreen)
+    return screen
+
+
 async def planned(pilot) -> ClusterScreen:
     screen = pilot.app.screen
     assert isinstance(screen, ClusterScreen)
@@ -121,10 +130,7 @@ async def test_a_bad_host_shows_the_error_and_its_fix_and_the_screen_stays_usabl
     app = make_app(tmp_path, "2x-mi50")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("a")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ClusterScreen)
+        screen = await open_cluster_screen(pilot, app)
         await type_hosts(pilot, "-x")
         await pilot.pause()
         status = screen.status_text()
@@ -171,10 +177,7 @@ async def test_planning_runs_in_a_worker_and_the_screen_answers_meanwhile(tmp_pa
     app.session.plan_cluster = held  # type: ignore[method-assign]
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("a")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ClusterScreen)
+        screen = await open_cluster_screen(pilot, app)
         await type_hosts(pilot, "sim:2x-mi50 sim:2x-mi50")
         await pilot.pause()
         assert screen.status_text() == "Detecting 3 hosts…"
