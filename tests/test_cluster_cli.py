@@ -84,7 +84,9 @@ def test_up_builds_starts_serves_and_down_leaves_nothing(
         # GPU: its rpc-server would serve the CPU instead, and `up` says so for each.
         for host in ("gpu-a", "gpu-b"):
             assert f"[{host}] warning: llama.cpp's ROCm build sees no GPU" in err, err
-        assert "[local] warning" not in err
+        # (not for the head: its CPU build sees no GPU, as planned; Nix's own "warning:" lines,
+        # such as a busy store database while three builds share it, may show under [local])
+        assert "[local] warning: llama.cpp" not in err
         code, out, err = cluster(ssh_rig, "status", "--json")
         assert code == 0, err
         status = json.loads(out)
