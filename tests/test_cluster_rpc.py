@@ -270,7 +270,8 @@ def test_a_worker_over_ssh_runs_detached_and_is_watched_and_stopped(
         plan.hosts[1],
         spec=HostSpec("gpu-a", "ssh", destination="gpu-a"),
         name=name,
-        env={"LLAMA_WIZARD_TEST_MARK": mark},
+        # A secret goes over stdin, never on the far side's command line (which `ps` shows).
+        env={"LLAMA_WIZARD_TEST_MARK": mark, "HF_TOKEN": f"hf_{mark} with 'quotes' and $x"},
         # No tensor cache (-c): on this "far side" it would go to the real home's cache.
         rpc_argv=[word for word in plan.hosts[1].rpc_argv or [] if word != "-c"],
     )
@@ -286,6 +287,10 @@ def test_a_worker_over_ssh_runs_detached_and_is_watched_and_stopped(
         assert worker.pid not in children_of(os.getpid())
         assert os.getsid(worker.pid) == worker.pid
         assert process.environ().get("LLAMA_WIZARD_TEST_MARK") == mark
+        assert process.environ().get("HF_TOKEN") == f"hf_{mark} with 'quotes' and $x"
+        assert f"hf_{mark}" not in state_path().read_text()
+        for each in [process, *process.parents()]:  # the far side's sh, env, nohup and setsid
+            assert not any(f"hf_{mark}" in word for word in each.cmdline())
         assert isinstance(completion(state.url or "").get("content"), str)
 
         status = cluster_status(ssh)

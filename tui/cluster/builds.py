@@ -30,6 +30,8 @@ TAIL_LINES = 25
 # The first line a remote build prints: the pid of the shell that then becomes `nix`, so that a
 # Ctrl-C here can stop the build there (closing the connection alone may leave it running).
 _PID_MARK = "@@llama-wizard-build-pid "
+# Says the far side's pid, then becomes nix (exec keeps the pid): Ctrl-C can stop it there.
+_EXEC_SCRIPT = f'echo "{_PID_MARK}$$"; exec "$@"'
 # The far side's nix.conf is unknown: flakes may not be enabled there.
 _FEATURES = ("--extra-experimental-features", "nix-command flakes")
 REMOTE_QUERY_TIMEOUT = 60.0
@@ -246,7 +248,7 @@ def _run_build(
 
         assert host.spec.destination is not None
         # `exec` keeps the pid: the shell that prints it becomes nix.
-        remote = ["sh", "-c", f'echo "{_PID_MARK}$$"; exec "$@"', "sh", *run.argv]
+        remote = ["sh", "-c", _EXEC_SCRIPT, "sh", *run.argv]
         argv = ssh_argv(host.spec.destination, remote, ssh)
     else:
         argv = run.argv
@@ -362,6 +364,14 @@ def _failed(run: _Run, elapsed: float, message: str, fix: str | None = None) -> 
     )
 
 
+# $1 the far side's nix, $2 the seconds it gets to stop after SIGINT.
+_CANCEL_SCRIPT = (
+    'kill -INT "$1" 2>/dev/null || exit 0; i=0; '
+    'while kill -0 "$1" 2>/dev/null && [ $i -lt "$2" ]; do sleep 1; i=$((i+1)); done; '
+    'kill -KILL "$1" 2>/dev/null; exit 0'
+)
+
+
 def _cancel(runs: list[_Run], ssh: SshOptions) -> None:
     """Stop every build started: the far side's nix first (while the connection is up), then
     the local processes (nix, or ssh) with everything they started."""
@@ -371,16 +381,10 @@ def _cancel(runs: list[_Run], ssh: SshOptions) -> None:
         if run.remote_pid is not None and run.host.spec.destination is not None:
             from llama_wizard.tui.cluster.ssh import run_remote
 
-            pid = run.remote_pid
-            script = (
-                f"kill -INT {pid} 2>/dev/null || exit 0; i=0; "
-                f"while kill -0 {pid} 2>/dev/null && [ $i -lt {int(STOP_GRACE)} ]; "
-                f"do sleep 1; i=$((i+1)); done; kill -KILL {pid} 2>/dev/null; exit 0"
-            )
             with contextlib.suppress(Exception):
                 run_remote(
                     run.host.spec.destination,
-                    ["sh", "-c", script],
+                    ["sh", "-c", _CANCEL_SCRIPT, "sh", str(run.remote_pid), str(int(STOP_GRACE))],
                     ssh,
                     timeout=STOP_GRACE + 20,
                 )

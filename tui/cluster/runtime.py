@@ -9,7 +9,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -359,6 +358,16 @@ def _start_local(
                          str(log_path), host.endpoint)  # fmt: skip
 
 
+_START_SCRIPT = (
+    f"{_REMOTE_FUNCTIONS}"
+    'while IFS= read -r kv; do export "$kv"; done; '
+    f'd="{REMOTE_LOG_DIR}"; mkdir -p "$d" || exit 3; cd "$HOME" || exit 3; '
+    'log="$d/$1.log"; shift; '
+    'nohup setsid "$@" >"$log" 2>&1 </dev/null & pid=$!; '
+    'echo "$pid"; echo "$log"; key "$pid"'
+)
+
+
 def _start_remote(
     host: HostPlan, argv: list[str], env: dict[str, str], unset_env: list[str], ssh: SshOptions
 ) -> ProcessRecord:
@@ -374,17 +383,15 @@ def _start_remote(
         words += ["-u", name]
     words += [f"{k}={v}" for k, v in env.items() if k not in secrets]
     words += argv
-    reads = "".join(f"IFS= read -r {name}; export {name}; " for name in secrets)
-    script = (
-        f"{_REMOTE_FUNCTIONS}{reads}"
-        f'd="{REMOTE_LOG_DIR}"; mkdir -p "$d" || exit 3; cd "$HOME" || exit 3; '
-        f'log="$d/{host_slug(host.name)}.log"; '
-        f'nohup setsid {shlex.join(words)} >"$log" 2>&1 </dev/null & pid=$!; '
-        'echo "$pid"; echo "$log"; key "$pid"'
-    )
-    stdin = "".join(f"{value}\n" for value in secrets.values()).encode() or None
+    # The script is a constant: the log's name and the command are its arguments ($1, then
+    # "$@"), and the secrets come as NAME=VALUE lines on stdin.
+    stdin = "".join(f"{name}={value}\n" for name, value in secrets.items()).encode() or None
     result = run_remote(
-        host.spec.destination, ["sh", "-c", script], ssh, timeout=REMOTE_TIMEOUT, input=stdin
+        host.spec.destination,
+        ["sh", "-c", _START_SCRIPT, "sh", host_slug(host.name), *words],
+        ssh,
+        timeout=REMOTE_TIMEOUT,
+        input=stdin,
     )
     lines = result.text.strip().splitlines()
     if result.returncode != 0 or len(lines) < 2 or not lines[0].isdigit():
@@ -744,6 +751,19 @@ def _stop_records(
     return left
 
 
+# $1 the pid, $2 its start key, $3 how many 0.2 s ticks to wait after SIGTERM. setsid made
+# it the leader of its own group: the group goes, helpers included.
+_STOP_SCRIPT = (
+    f"{_REMOTE_FUNCTIONS}"
+    'p=$1; k=$2; if ! alive "$p" "$k"; then echo gone; exit 0; fi; '
+    'kill -TERM -"$p" 2>/dev/null || kill -TERM "$p"; i=0; '
+    'while alive "$p" "$k" && [ $i -lt "$3" ]; do sleep 0.2 2>/dev/null || sleep 1; '
+    "i=$((i+1)); done; "
+    'if alive "$p" "$k"; then kill -KILL -"$p" 2>/dev/null || kill -KILL "$p"; sleep 1; fi; '
+    'if alive "$p" "$k"; then echo running; else echo stopped; fi'
+)
+
+
 def _stop(record: ProcessRecord, ssh: SshOptions) -> str:
     """ "stopped", "gone" (it was not running) or "running" (it would not stop)."""
     if record.kind != "ssh":
@@ -757,19 +777,9 @@ def _stop(record: ProcessRecord, ssh: SshOptions) -> str:
     from llama_wizard.tui.cluster.ssh import run_remote
 
     assert record.destination is not None
-    grace = int(STOP_GRACE)
-    # setsid made it the leader of its own group: the group goes, helpers included.
-    script = (
-        f"{_REMOTE_FUNCTIONS}"
-        'p=$1; k=$2; if ! alive "$p" "$k"; then echo gone; exit 0; fi; '
-        'kill -TERM -"$p" 2>/dev/null || kill -TERM "$p"; i=0; '
-        f'while alive "$p" "$k" && [ $i -lt {grace * 5} ]; do sleep 0.2 2>/dev/null || sleep 1; '
-        "i=$((i+1)); done; "
-        'if alive "$p" "$k"; then kill -KILL -"$p" 2>/dev/null || kill -KILL "$p"; sleep 1; fi; '
-        'if alive "$p" "$k"; then echo running; else echo stopped; fi'
-    )
-    result = run_remote(record.destination, ["sh", "-c", script, "sh", str(record.pid),
-                                             record.start_key], ssh,
+    ticks = str(int(STOP_GRACE) * 5)  # of 0.2 s
+    result = run_remote(record.destination, ["sh", "-c", _STOP_SCRIPT, "sh", str(record.pid),
+                                             record.start_key, ticks], ssh,
                         timeout=REMOTE_TIMEOUT + STOP_GRACE)  # fmt: skip
     answer = result.text.strip().splitlines()
     return answer[-1] if answer and answer[-1] in ("gone", "stopped", "running") else "running"
