@@ -22,7 +22,10 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.helpers import serving
 
@@ -215,4 +218,14 @@ def _sha(data: bytes) -> str:
 def hub_server() -> Iterator[HubServer]:
     server = HubServer()
     with serving(server):
+        yield server
+
+
+@pytest.fixture(name="hub")
+def fixture_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
+    """The stand-in Hub as HF_ENDPOINT, with the test's own HF_HUB_CACHE. Test modules import
+    it: `from tests.hub_server import fixture_hub  # noqa: F401`."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    with hub_server() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server

@@ -26,18 +26,15 @@ from llama_wizard.models.download import (
     download,
     progress_line,
 )
-from tests.fixtures.models.gguf_helpers import F16, write_gguf
+from tests.fixtures.models.gguf_helpers import split_parts
 from tests.gguf_factory import write_gguf as write_model
-from tests.hub_server import HubServer, hub_server
+from tests.hub_server import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
+    HubServer,
+    fixture_hub,
+    hub_server,
+)
 
 REPO = "someone/Tiny-GGUF"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    with hub_server() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
 
 
 @pytest.fixture
@@ -49,16 +46,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _model(tmp_path: Path) -> bytes:
     return write_model(tmp_path / "src" / "Tiny-Q8_0.gguf").read_bytes()
-
-
-def _split(tmp_path: Path) -> tuple[bytes, bytes]:
-    meta = {"block_count": 2, "context_length": 4096, "embedding_length": 64,
-            "attention.head_count": 8, "attention.head_count_kv": 2}  # fmt: skip
-    first = {"token_embd.weight": ((300, 64), F16), "blk.0.attn_k.weight": ((16, 64), F16)}
-    second = {"blk.1.attn_k.weight": ((16, 64), F16), "output.weight": ((300, 64), F16)}
-    one = write_gguf(tmp_path / "a.gguf", "llama", meta, first, 300, (0, 2)).read_bytes()
-    two = write_gguf(tmp_path / "b.gguf", "llama", meta, second, 0, (1, 2)).read_bytes()
-    return one, two
 
 
 def test_cache_dir_follows_llama_cpp_order(tmp_path: Path) -> None:
@@ -101,7 +88,7 @@ def test_a_gguf_downloads_into_the_hub_layout_with_progress(
 def test_a_split_gguf_downloads_every_part_and_launches_with_the_first(
     tmp_path: Path, hub: HubServer, cache: Path
 ) -> None:
-    one, two = _split(tmp_path)
+    one, two = split_parts(tmp_path)
     names = ["Q8_0/Tiny-Q8_0-00001-of-00002.gguf", "Q8_0/Tiny-Q8_0-00002-of-00002.gguf"]
     hub.add(REPO, {names[0]: one, names[1]: two})
     events: list[Progress] = []
@@ -119,7 +106,7 @@ def test_a_split_gguf_downloads_every_part_and_launches_with_the_first(
 def test_a_split_named_by_its_folder_is_listed_then_downloaded(
     tmp_path: Path, hub: HubServer, cache: Path
 ) -> None:
-    one, two = _split(tmp_path)
+    one, two = split_parts(tmp_path)
     names = ["Q8_0/Tiny-Q8_0-00001-of-00002.gguf", "Q8_0/Tiny-Q8_0-00002-of-00002.gguf"]
     hub.add(REPO, {names[0]: one, names[1]: two})
     result = download(HubTarget(REPO, "Q8_0", ("Q8_0/",)))

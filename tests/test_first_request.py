@@ -26,7 +26,6 @@ import pytest
 from textual.widgets import RadioButton, Static
 
 from llama_wizard.detect.sysroot import SystemRoot
-from llama_wizard.screens.build import BuildView
 from llama_wizard.screens.dialogs import ConfirmScreen
 from llama_wizard.tui.apikey import api_key_path
 from llama_wizard.tui.first_request import (
@@ -53,7 +52,7 @@ from tests.llamacpp import (  # noqa: F401  (fixture_NAME provides the pytest fi
 )
 from tests.terminal import Terminal
 from tests.test_launch_real import built, wait_gone, wizard
-from tests.wizard_helpers import make_app, next_step, settle, wait_for
+from tests.wizard_helpers import built_to_launch, make_app, wait_for
 
 SUMMARY = re.compile(
     r'^First answer: "[^\n]+" \((\d+) tokens, [\d.]+ tokens/s; prompt [\d.]+ tokens/s\)$'
@@ -355,13 +354,7 @@ async def test_the_launch_step_shows_the_first_answer_without_taking_the_focus(
 ) -> None:
     app = make_app(tmp_path, "no-gpu", flake=llamacpp_flake, model=str(dense_gguf))
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        for _step in ("build", "model", "build-run"):
-            await next_step(pilot)
-        await wait_for(lambda: bool(app.screen.query(BuildView))
-                       and app.screen.query_one(BuildView).final is not None, 300)  # fmt: skip
-        await next_step(pilot)
-        assert app.step == "launch"
+        await built_to_launch(pilot, app)
         app.screen.query_one("#port").value = str(free_port())
         app.screen.query_one("#llama-server", RadioButton).value = True
         await pilot.pause()

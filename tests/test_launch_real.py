@@ -36,7 +36,6 @@ import pytest
 from textual.widgets import Log, RadioButton, Static
 
 from llama_wizard.detect.sysroot import SystemRoot
-from llama_wizard.screens.build import BuildView
 from llama_wizard.tui.launch import LaunchedProcess, LaunchSpec
 from llama_wizard.tui.llamacpp_log import is_listening
 from llama_wizard.tui.machine import Machine
@@ -53,7 +52,7 @@ from tests.llamacpp import (  # noqa: F401  (fixture_NAME provides the pytest fi
     free_port,
 )
 from tests.test_launch import build
-from tests.wizard_helpers import make_app, next_step, settle, wait_for
+from tests.wizard_helpers import built_to_launch, make_app, wait_for
 
 SPEEDS = re.compile(r"prompt [\d.]+ tokens/s · generation [\d.]+ tokens/s \(llama\.cpp's figures\)")
 # What llama.cpp's argument parser says about an argument it does not take as given.
@@ -359,14 +358,7 @@ async def test_launch_step_reports_a_crash_and_says_when_the_server_is_up(
 ) -> None:
     app = make_app(tmp_path, "no-gpu", flake=llamacpp_flake, model=str(dense_gguf))
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        for _step in ("build", "model", "build-run"):
-            await next_step(pilot)
-        await wait_for(lambda: bool(app.screen.query(BuildView))
-                       and app.screen.query_one(BuildView).final is not None, 300)  # fmt: skip
-        assert app.screen.query_one(BuildView).final.status == "succeeded"
-        await next_step(pilot)
-        assert app.step == "launch"
+        await built_to_launch(pilot, app)
         app.session.choices.n_predict = 100000
         await pilot.press("ctrl+r")
         log = app.screen.query_one("#launch-output", Log)

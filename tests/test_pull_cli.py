@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.fixtures.models.gguf_helpers import F16, write_gguf
+from tests.fixtures.models.gguf_helpers import split_parts
 from tests.gguf_factory import write_gguf as write_model
 from tests.helpers import run_cli
-from tests.hub_server import HubServer, hub_server
+from tests.hub_server import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
+    HubServer,
+    fixture_hub,
+    hub_server,
+)
 from tests.nix_fixtures import fixture_flake
 
 REPO = "someone/Tiny-GGUF"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    with hub_server() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
 
 
 def _lines(stdout: str) -> list[dict]:
@@ -73,12 +66,7 @@ def test_pull_json_downloads_the_best_quant_then_plan_uses_the_file(
 
 
 def test_pull_named_split_quant_plain_lines(tmp_path: Path, hub: HubServer) -> None:
-    meta = {"block_count": 2, "context_length": 4096, "embedding_length": 64,
-            "attention.head_count": 8, "attention.head_count_kv": 2}  # fmt: skip
-    first = {"token_embd.weight": ((300, 64), F16), "blk.0.attn_k.weight": ((16, 64), F16)}
-    second = {"blk.1.attn_k.weight": ((16, 64), F16), "output.weight": ((300, 64), F16)}
-    one = write_gguf(tmp_path / "a.gguf", "llama", meta, first, 300, (0, 2)).read_bytes()
-    two = write_gguf(tmp_path / "b.gguf", "llama", meta, second, 0, (1, 2)).read_bytes()
+    one, two = split_parts(tmp_path)
     hub.add(REPO, {"Q8_0/Tiny-Q8_0-00001-of-00002.gguf": one,
                    "Q8_0/Tiny-Q8_0-00002-of-00002.gguf": two})  # fmt: skip
     result = run_cli("pull", f"{REPO}:Q8_0", "--simulate", "no-gpu")

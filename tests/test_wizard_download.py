@@ -4,28 +4,22 @@ launch then loads the downloaded file with -m."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from textual.widgets import Static
 
 from llama_wizard.screens.build import BuildView
 from tests.gguf_factory import write_gguf as write_model
-from tests.hub_server import HubServer, hub_server
+from tests.hub_server import (  # noqa: F401  (fixture_NAME provides the pytest fixture NAME)
+    HubServer,
+    fixture_hub,
+    hub_server,
+)
 from tests.nix_fixtures import fixture_flake
 from tests.plain_helpers import run_piped, stand_in_report
 from tests.wizard_helpers import make_app, next_step, settle, wait_for
 
 REPO = "someone/Tiny-GGUF"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    with hub_server() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
 
 
 async def test_build_run_downloads_the_model_beside_the_build(

@@ -87,3 +87,19 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
 async def next_step(pilot: Pilot) -> None:
     await pilot.press("ctrl+n")
     await settle(pilot)
+
+
+async def built_to_launch(pilot: Pilot, app: WizardApp) -> None:
+    """From the first step through the real build of the chosen output to the Launch step
+    (the build must succeed)."""
+    from llama_wizard.screens.build import BuildView
+
+    await settle(pilot)
+    for _step in ("build", "model", "build-run"):
+        await next_step(pilot)
+    await wait_for(lambda: bool(app.screen.query(BuildView))
+                   and app.screen.query_one(BuildView).final is not None, 300)  # fmt: skip
+    final = app.screen.query_one(BuildView).final
+    assert final is not None and final.status == "succeeded", final
+    await next_step(pilot)
+    assert app.step == "launch"
