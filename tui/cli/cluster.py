@@ -199,18 +199,6 @@ def _show(plan: ClusterPlan, args: argparse.Namespace) -> int:
     return 0 if plan.model is not None and plan.model.verdict != "no" else EXIT_ERROR
 
 
-def _refuse_simulated_builds(plan: ClusterPlan) -> None:
-    from llama_wizard.tui.cluster.plan import ClusterError
-
-    simulated = [h.name for h in plan.hosts if h.spec.simulated and h.usable]
-    if simulated:
-        raise ClusterError(
-            f"{', '.join(simulated)} {'is' if len(simulated) == 1 else 'are'} simulated: a "
-            "simulated host can be planned, not built on.",
-            "Use `cluster plan` to try the plan, and real hosts (local or SSH) to build.",
-        )
-
-
 def _progress(host: str, line: str) -> None:
     _say(f"[{host}] {line}")
 
@@ -219,7 +207,6 @@ def _build(plan: ClusterPlan, args: argparse.Namespace) -> int:
     from llama_wizard.tui.cluster.builds import build_hosts
     from llama_wizard.tui.cluster.text import build_lines
 
-    _refuse_simulated_builds(plan)
     results = build_hosts(plan, ssh_options(args), _progress)
     if args.json:
         json.dump({"builds": [r.to_json() for r in results]}, sys.stdout, indent=2)

@@ -207,9 +207,10 @@ def _chosen_hosts(plan: ClusterPlan, names: list[str] | None) -> list[HostPlan]:
     for host in usable:
         if host.spec.simulated:
             raise ClusterBuildError(
-                f"{host.spec.label} is simulated: nothing to build; plan only.",
-                "Leave the sim: hosts out of `cluster build` and `cluster up`, or give real "
-                "servers (`local` or SSH destinations).",
+                f"{host.name} is simulated (a bundled profile): there is nothing to build "
+                "there.",
+                "Use `cluster plan` to try the plan, and real servers (`local` or SSH "
+                "destinations) to build and start.",
             )
         if host.error is not None:
             raise ClusterBuildError(
