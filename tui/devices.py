@@ -29,12 +29,25 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llama_wizard.detect.model import Gpu
 
 if TYPE_CHECKING:
+    from llama_wizard.detect.model import Inventory
+    from llama_wizard.nix.recommend import BuildChoice
     from llama_wizard.tui.plan import Plan
+
+
+class BuiltFor(Protocol):
+    """What reading an answer needs: the build and the machine it is for (a Plan, or one host
+    of a cluster plan)."""
+
+    @property
+    def build(self) -> BuildChoice: ...
+
+    @property
+    def inventory(self) -> Inventory: ...
 
 PROGRAMS = ("llama-server", "llama-cli")
 DEFAULT_TIMEOUT = 30.0  # a ROCm or Vulkan runtime's first start can take seconds
@@ -365,7 +378,7 @@ def _no_device_fix(backend: str) -> str:
     )
 
 
-def evaluate(plan: Plan, text: str, argv: Sequence[str] = ()) -> DeviceCheck:
+def evaluate(plan: BuiltFor, text: str, argv: Sequence[str] = ()) -> DeviceCheck:
     """Match the `--list-devices` answer `text` to the plan's chosen GPUs (pure: no process)."""
     build = plan.build
     listing = parse_list_devices(text)
@@ -455,7 +468,7 @@ def _match_masked(
 
 
 def _match_vulkan(
-    plan: Plan, chosen: list[Gpu], mine: list[ListedDevice], check: DeviceCheck
+    plan: BuiltFor, chosen: list[Gpu], mine: list[ListedDevice], check: DeviceCheck
 ) -> None:
     """Vulkan: find each chosen GPU among llama.cpp's VulkanN entries."""
     everyone = plan.inventory.gpus

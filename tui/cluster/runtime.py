@@ -438,10 +438,7 @@ def device_warnings(host: HostPlan, result: HostBuild | None, ssh: SshOptions) -
             text = out + "\n" + err
     except (ActionableError, OSError, subprocess.TimeoutExpired):
         return []
-    from llama_wizard.tui.plan import Plan, assumed_outputs
-
-    as_one_box = Plan(host.inventory, host.build, None, assumed_outputs("", host.build.system))
-    return [f"{p.message} Fix: {p.fix}" for p in evaluate(as_one_box, text, argv).problems]
+    return [f"{p.message} Fix: {p.fix}" for p in evaluate(host, text, argv).problems]  # type: ignore[arg-type]
 
 
 def _wait_worker(worker: HostPlan, record: ProcessRecord, ssh: SshOptions, timeout: float) -> None:
