@@ -145,3 +145,12 @@ def test_the_build_commands_are_what_nix_is_given() -> None:
     expression = cpu_worker["build_argv"][cpu_worker["build_argv"].index("--expr") + 1]
     assert expression.endswith(".default.override { useRpc = true; }")
     assert shlex.split(shlex.join(cpu_worker["build_argv"])) == cpu_worker["build_argv"]
+
+
+def test_a_head_without_a_gpu_and_no_worker_is_refused_saying_why() -> None:
+    result = run_cli("cluster", "up", "local", "--simulate", "no-gpu", "--model", LLAMA_70B)
+    assert result.returncode == 1
+    assert "There is no device to put a model on: local has no GPU" in result.stderr
+    assert "Add a server" in result.stderr
+    plan = run_cli("cluster", "plan", "local", "--simulate", "no-gpu")
+    assert plan.returncode == 1 and "the head has no GPU and no worker" in plan.stdout

@@ -394,8 +394,8 @@ def _fit(plan: ClusterPlan, request: ClusterRequest) -> None:
     pairs = cluster_devices(plan, request.memory)
     if not pairs:
         plan.warnings.append(
-            "There is no device to put the model on: no host has a GPU, and no worker has RAM "
-            "to serve. Add a host with a GPU."
+            "There is no device to put the model on: the head has no GPU and no worker was "
+            "planned. Add a server to run the layers."
         )
         return
     backends = {h.build.backend for h, _ in pairs if h.build is not None}
@@ -514,6 +514,14 @@ PUBLIC_BINDS = ("0.0.0.0", "::", "[::]", "*", "")
 def start_refusal(plan: ClusterPlan) -> ClusterError | None:
     """Why this plan cannot be started (`cluster up`, the wizard's Start), or None: the one
     rule every face asks."""
+    nothing_planned = plan.model is None and not plan.launch_argv
+    if plan.head.usable and nothing_planned and not cluster_devices(plan):
+        return ClusterError(
+            f"There is no device to put a model on: {plan.head.name} has no GPU and no worker "
+            "was planned.",
+            "Add a server to run the layers (an SSH destination after the head), or run on "
+            "this machine alone with `llama-wizard run`.",
+        )
     simulated = [
         h.name
         for h in plan.hosts
